@@ -1,0 +1,198 @@
+"""
+App loaders: how the C{[app]} section becomes a WSGI application.
+
+A loader is a callable that takes the validated C{[app]} section (a
+mapping) and returns a WSGI application.  It carries a C{settings}
+attribute: the L{Setting}s it accepts in C{[app]} besides the common
+C{loader} and C{pythonpath}, so they are validated like every other key.
+The decorator L{app_loader} attaches them.
+
+Two loaders are built in, C{django} and C{wsgi}; third parties register
+more under the entry-point group C{backtracweb.loaders}.  Loaders run in
+the daemon, after it has forked, inside C{startService}: importing an
+application may start threads, which would not survive the fork.
+Registering a loader must therefore import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+import traceback
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterable, Mapping
+
+from backtracweb.errors import AppLoadError
+from backtracweb.spec import REQUIRED, Setting, python_module, python_object
+
+ENTRY_POINT_GROUP = "backtracweb.loaders"
+
+WSGIApplication = Callable[..., Iterable[bytes]]
+AppLoader = Callable[[Mapping[str, Any]], WSGIApplication]
+
+
+def app_loader(*settings: Setting) -> Callable[[AppLoader], AppLoader]:
+    """
+    Declare a function as an app loader accepting the given C{[app]} keys.
+    """
+
+    def declare(function: AppLoader) -> AppLoader:
+        function.settings = settings  # type: ignore[attr-defined]
+        return function
+
+    return declare
+
+
+@app_loader(
+    Setting(
+        "DJANGO_SETTINGS_MODULE",
+        python_module(),
+        REQUIRED,
+        "The Django settings module, importable from pythonpath.",
+    )
+)
+def django_loader(app: Mapping[str, Any]) -> WSGIApplication:
+    """
+    Load a Django project through Django's own WSGI handler.
+
+    The settings module named in the file wins over any
+    C{DJANGO_SETTINGS_MODULE} in the environment: the file is the contract.
+    """
+    os.environ["DJANGO_SETTINGS_MODULE"] = app["DJANGO_SETTINGS_MODULE"]
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+@app_loader(
+    Setting(
+        "application",
+        python_object(),
+        REQUIRED,
+        "The WSGI callable as module:attribute; the attribute defaults to application.",
+    )
+)
+def wsgi_loader(app: Mapping[str, Any]) -> WSGIApplication:
+    """Import any WSGI callable named as C{module:attribute}."""
+    module_name, _, attribute = app["application"].partition(":")
+    target: Any = importlib.import_module(module_name)
+    for name in (attribute or "application").split("."):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise AppLoadError(
+                f"[app] application = {app['application']!r}: "
+                f"module {module_name} has no attribute {attribute or 'application'!r}"
+            ) from None
+    if not callable(target):
+        raise AppLoadError(
+            f"[app] application = {app['application']!r}: "
+            f"{type(target).__name__} object is not callable, so it is not a WSGI application"
+        )
+    return target
+
+
+BUILTIN_LOADERS: dict[str, AppLoader] = {"django": django_loader, "wsgi": wsgi_loader}
+
+
+def available_loaders() -> dict[str, AppLoader]:
+    """
+    Every loader by name: the built-in ones, then those registered as entry
+    points.  A built-in name cannot be taken over by a third party.
+
+    @raise AppLoadError: an entry point failed to import.
+    """
+    loaders = dict(BUILTIN_LOADERS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in loaders:
+            continue
+        try:
+            loader = entry.load()
+        except Exception as e:
+            raise AppLoadError(
+                f"app loader {entry.name!r} (entry point {entry.value}) failed to import: "
+                f"{_describe_exception(e)}"
+            ) from None
+        loaders[entry.name] = loader
+    return loaders
+
+
+def loader_settings(loader: AppLoader) -> tuple[Setting, ...]:
+    """The C{[app]} settings a loader declared (none if it declared none)."""
+    return tuple(getattr(loader, "settings", ()))
+
+
+def find_module(name: str, pythonpath: Iterable[str]) -> str | None:
+    """
+    Say why C{name} cannot be imported from C{pythonpath} plus C{sys.path},
+    or return None if it can be found.
+
+    Only the import system's finders are asked; no module is executed, so
+    this is safe before the daemon forks.
+    """
+    path = [*pythonpath, *sys.path]
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        dotted = ".".join(parts[:depth])
+        if dotted in sys.modules:
+            module = sys.modules[dotted]
+            path = list(getattr(module, "__path__", []))
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(dotted, path)
+        if spec is None:
+            where = "pythonpath or sys.path" if depth == 1 else parts[depth - 2]
+            return f"module {dotted} not found in {where}"
+        if depth < len(parts):
+            if spec.submodule_search_locations is None:
+                return f"{dotted} is a module, not a package"
+            path = list(spec.submodule_search_locations)
+    return None
+
+
+def load_application(loader: AppLoader, app: Mapping[str, Any]) -> WSGIApplication:
+    """
+    Put C{[app] pythonpath} first on C{sys.path} and run the loader.
+
+    @raise AppLoadError: anything went wrong, described in one paragraph
+        naming the C{[app]} settings, the exception and where it was raised.
+    """
+    for directory in reversed(app.get("pythonpath", ())):
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.path.insert(0, directory)
+    try:
+        application = loader(app)
+    except AppLoadError:
+        raise
+    except Exception as e:
+        settings = ", ".join(
+            f"{s.key} = {app.get(s.key)!r}" for s in loader_settings(loader) if s.key in app
+        )
+        raise AppLoadError(
+            f"[app] loader = {app['loader']}"
+            + (f", {settings}" if settings else "")
+            + f": loading the application failed: {_describe_exception(e)}"
+        ) from e
+    if not callable(application):
+        raise AppLoadError(
+            f"[app] loader = {app['loader']} returned {type(application).__name__}, "
+            "which is not a WSGI application"
+        )
+    return application
+
+
+def _describe_exception(e: BaseException) -> str:
+    """
+    One line for an exception from the admin's own code: its type, message
+    and the innermost place it was raised, which is what they will open.
+    """
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{type(e).__name__}: {e.msg} ({e.filename}, line {e.lineno})"
+    frames = traceback.extract_tb(e.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" ({last.filename}, line {last.lineno})"
+    return text

@@ -1,0 +1,239 @@
+"""
+The vocabulary every backtracweb setting is declared in.
+
+A L{Setting} is declared once, with its check, default and documentation;
+the configobj configspec, the error messages, the sample file's comments,
+the README's reference and C{backtracweb check}'s summary are all derived
+from these declarations, so they cannot drift apart.
+
+Checks are configobj check names.  The ones configobj lacks (paths that
+must exist, Python names, IP addresses with a readable message) are plain
+functions gathered by L{custom_checks}; the path checks receive the directory of the
+configuration file, because a daemon's working directory is C{/} and
+relative paths must mean "next to the file".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from configobj.validate import ValidateError
+
+REQUIRED = object()
+"""Marker default: the key has no default and must appear in the file."""
+
+
+class Invalid(ValidateError):
+    """
+    A value failed one of backtracweb's own checks.
+
+    The message is the complete reason, phrased for an admin; configobj's
+    own errors are rephrased from the setting's C{expected} text instead.
+    """
+
+
+@dataclass(frozen=True)
+class Check:
+    """
+    A configobj check paired with the phrase an admin reads when it fails.
+
+    @ivar spec: the configobj check, e.g. C{integer(min=1, max=65535)}.
+    @ivar expected: what a valid value looks like, e.g. C{an integer between
+        1 and 65535}; it completes "expected ..." in error messages.
+    """
+
+    spec: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One key of the INI file: its check, default and meaning.
+
+    @ivar default: the value used when the key is absent, written as it
+        would be in the file, or L{REQUIRED}.
+    @ivar doc: one or two sentences for the sample file and the README.
+    """
+
+    key: str
+    check: Check
+    default: Any
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        """Whether the key must be present in the file."""
+        return self.default is REQUIRED
+
+    def configspec_line(self) -> str:
+        """This setting as a line of a configobj configspec."""
+        spec = self.check.spec
+        if not self.required:
+            inner = spec[spec.index("(") + 1 : -1] if "(" in spec else ""
+            name = spec.split("(")[0]
+            default = _spec_literal(self.default)
+            args = f"{inner}, default={default}" if inner else f"default={default}"
+            spec = f"{name}({args})"
+        return f"{self.key} = {spec}"
+
+    def default_text(self) -> str:
+        """The default as an admin would write it in the file."""
+        if self.required:
+            return "none, required"
+        if isinstance(self.default, (list, tuple)):
+            return ", ".join(self.default) if self.default else "empty"
+        return str(self.default)
+
+
+def _spec_literal(value: Any) -> str:
+    """Render a default in configspec syntax."""
+    if isinstance(value, (list, tuple)):
+        return "list(" + ", ".join(repr(str(v)) for v in value) + ")"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+# -- Check constructors -----------------------------------------------------
+
+
+def integer(minimum: int, maximum: int | None = None) -> Check:
+    """An integer, at least C{minimum} and at most C{maximum} when given."""
+    if maximum is None:
+        return Check(f"integer(min={minimum})", f"an integer of at least {minimum}")
+    return Check(
+        f"integer(min={minimum}, max={maximum})",
+        f"an integer between {minimum} and {maximum}",
+    )
+
+
+def word() -> Check:
+    """A single non-empty word, such as a loader name."""
+    return Check("word()", "a single word such as django or wsgi")
+
+
+def ip_address() -> Check:
+    """A literal IPv4 or IPv6 address (no host names: binding is exact)."""
+    return Check("ip_address()", "an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1")
+
+
+def directory() -> Check:
+    """An existing directory, relative to the configuration file's directory."""
+    return Check("directory()", "an existing directory")
+
+
+def directory_list() -> Check:
+    """A comma-separated list of existing directories."""
+    return Check("directory_list()", "a comma-separated list of existing directories")
+
+
+def python_module() -> Check:
+    """A dotted Python module name such as C{mysite.settings}."""
+    return Check("python_module()", "a dotted Python module name such as mysite.settings")
+
+
+def python_object() -> Check:
+    """A C{module:attribute} reference to a Python object."""
+    return Check(
+        "python_object()",
+        "module:attribute such as mysite.wsgi:application (the attribute defaults to application)",
+    )
+
+
+# -- backtracweb's own check functions --------------------------------------
+
+
+def _single(value: Any) -> str:
+    """
+    Insist on one string: configobj turns C{a, b} into a list, which for a
+    single-valued key is almost always an unquoted comma.
+    """
+    if isinstance(value, list):
+        raise Invalid("expected a single value, got a list (quote values that contain commas)")
+    return value
+
+
+def check_word(value: Any) -> str:
+    """configobj check C{word}: one non-empty token without spaces."""
+    value = _single(value).strip()
+    if not value or any(c.isspace() for c in value):
+        raise Invalid(f"expected {word().expected}")
+    return value
+
+
+def check_ip_address(value: Any) -> str:
+    """configobj check C{ip_address}: a literal address, returned normalised."""
+    value = _single(value)
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise Invalid(f"expected {ip_address().expected}") from None
+
+
+def _resolve_directory(value: str, base: str) -> str:
+    """Resolve one path against C{base} and insist that it is a directory."""
+    value = value.strip()
+    if not value:
+        raise Invalid(f"expected {directory().expected}, got an empty path")
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    if not os.path.exists(path):
+        raise Invalid(f"directory {path} does not exist")
+    if not os.path.isdir(path):
+        raise Invalid(f"{path} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise Invalid(f"directory {path} is not readable")
+    return path
+
+
+def check_directory(value: Any, *, base: str) -> str:
+    """configobj check C{directory}: an existing directory, made absolute."""
+    return _resolve_directory(_single(value), base)
+
+
+def check_directory_list(value: Any, *, base: str) -> tuple[str, ...]:
+    """configobj check C{directory_list}: existing directories, made absolute."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(_resolve_directory(v, base) for v in values if v.strip())
+
+
+def _is_dotted_name(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def check_python_module(value: Any) -> str:
+    """configobj check C{python_module}: syntax only; importing comes later."""
+    value = _single(value).strip()
+    if not _is_dotted_name(value):
+        raise Invalid(f"expected {python_module().expected}")
+    return value
+
+
+def check_python_object(value: Any) -> str:
+    """configobj check C{python_object}: C{module[:attr.attr]}, syntax only."""
+    value = _single(value).strip()
+    module, _, attribute = value.partition(":")
+    if not _is_dotted_name(module) or (value.count(":") and not _is_dotted_name(attribute)):
+        raise Invalid(f"expected {python_object().expected}")
+    return value
+
+
+def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
+    """
+    The check functions configobj lacks, for a file in directory C{base}.
+    """
+
+    def bind(function: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda value: function(value, base=base)
+
+    return {
+        "word": check_word,
+        "ip_address": check_ip_address,
+        "directory": bind(check_directory),
+        "directory_list": bind(check_directory_list),
+        "python_module": check_python_module,
+        "python_object": check_python_object,
+    }

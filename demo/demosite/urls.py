@@ -1,0 +1,8 @@
+from django.urls import path
+
+from demosite import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("hello", views.hello, name="hello"),
+]

@@ -1,0 +1,34 @@
+"""Packaging for backtracweb; `pip install .` makes `twistd backtracweb` available."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "backtracweb/__init__.py").read_text()).group(1)
+
+setup(
+    name="backtracweb",
+    version=VERSION,
+    description="Serve a Django or any WSGI site under Twisted, configured by one INI file.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # twisted/plugins is a namespace drop-in directory shared with Twisted
+    # and other projects: it must never get an __init__.py of ours.
+    packages=["backtracweb", "twisted.plugins"],
+    package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
+    install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9"],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
+    # The sample configuration for packagers, installed as share/backtracweb/.
+    data_files=[("share/backtracweb", ["etc/backtrac.ini"])],
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Server",
+    ],
+)
