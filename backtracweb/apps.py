@@ -71,7 +71,7 @@ def django_loader(app: Mapping[str, Any]) -> WSGIApplication:
         "application",
         python_object(),
         REQUIRED,
-        "The WSGI callable as module:attribute; the attribute defaults to application.",
+        "The WSGI callable to serve, importable from pythonpath.",
     )
 )
 def wsgi_loader(app: Mapping[str, Any]) -> WSGIApplication:
