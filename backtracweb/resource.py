@@ -18,11 +18,18 @@ _NOT_READY = b"The application is not loaded yet."
 class StaticDirectory(static.File):
     """
     Twisted's static file resource without directory listings: a mapping
-    publishes files, not the names of everything beside them.
+    publishes files, not the names of everything beside them.  A path
+    segment with a NUL byte is simply not found.
     """
 
     def directoryListing(self) -> IResource:
         return self.childNotFound
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        # A NUL cannot name a file; FilePath would raise on it (a 500).
+        if b"\x00" in path:
+            return self.childNotFound
+        return super().getChild(path, request)
 
 
 class SiteRoot(Resource):

@@ -19,6 +19,7 @@ from twisted.web.wsgi import WSGIResource
 
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import StartupError
+from backtracweb.request import BacktracRequest
 from backtracweb.resource import SiteRoot
 
 
@@ -30,6 +31,7 @@ class TrackingSite(Site):
     """
 
     displayTracebacks = False
+    requestFactory = BacktracRequest
 
     def __init__(self, root: SiteRoot, *args, **kwargs) -> None:
         super().__init__(root, *args, **kwargs)

@@ -1,0 +1,171 @@
+"""
+The access log: one line per request, to a file, to twistd's log, or off.
+
+Lines are written from the reactor thread only, each with a single
+C{write} to a file opened with C{O_APPEND}, so they never interleave or
+tear, even with several processes appending to one file.  C{reopen} lets
+logrotate move the file away and signal the daemon (no C{copytruncate}).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from twisted.logger import Logger
+
+COMBINED = (
+    '{client} - - [{time}] "{method} {path} {protocol}" {status} {bytes} '
+    '"{referrer}" "{user_agent}"'
+)
+"""Apache's and nginx's "combined" format, which the usual log tools parse."""
+
+FIELDS: Mapping[str, str] = {
+    "client": "the client's address (the real one behind a trusted proxy)",
+    "time": "when the request arrived, as in combined logs: 25/Nov/2026:18:40:00 +0000",
+    "iso_time": "when the request arrived, ISO 8601 in UTC",
+    "method": "the request method",
+    "path": "the request target, with its query string",
+    "protocol": "HTTP/1.1 or HTTP/1.0",
+    "host": "the Host header",
+    "status": "the response status code",
+    "bytes": "response body bytes sent, - for none",
+    "duration_ms": "milliseconds from the request's arrival to its last byte",
+    "referrer": "the Referer header, - if none",
+    "user_agent": "the User-Agent header, - if none",
+}
+"""The fields an C{access_format} template may use, as C{{name}}."""
+
+OFF = "off"
+TWISTD_LOG = "-"
+
+
+def template_errors(template: str) -> str | None:
+    """Why C{template} is not a usable format, or None if it is."""
+    try:
+        names = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        return f"not a valid template ({e}); write fields as {{name}} and braces as {{{{ }}}}"
+    unknown = [name for name in names if name not in FIELDS]
+    if unknown:
+        return f"unknown field {{{unknown[0]}}}; known fields: {', '.join(FIELDS)}"
+    return None
+
+
+def _escape(value: str | bytes) -> str:
+    """Make a client-supplied value safe for one log line (no quotes, no newlines)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and ord(char) < 128:
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished request, as the access log needs it."""
+
+    client: str
+    started: float  # time.time() when the request arrived
+    duration: float  # seconds
+    method: bytes
+    path: bytes
+    protocol: bytes
+    host: bytes | None
+    status: int
+    sent: int
+    referrer: bytes | None
+    user_agent: bytes | None
+
+    def fields(self) -> dict[str, str]:
+        when = time.gmtime(self.started)
+        return {
+            "client": self.client,
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", when),
+            "iso_time": time.strftime("%Y-%m-%dT%H:%M:%S", when)
+            + f".{int(self.started % 1 * 1000):03d}Z",
+            "method": _escape(self.method),
+            "path": _escape(self.path),
+            "protocol": _escape(self.protocol),
+            "host": _escape(self.host or b"-"),
+            "status": str(self.status),
+            "bytes": str(self.sent) if self.sent else "-",
+            "duration_ms": f"{self.duration * 1000:.1f}",
+            "referrer": _escape(self.referrer or b"-"),
+            "user_agent": _escape(self.user_agent or b"-"),
+        }
+
+
+class AccessLog:
+    """
+    Where access lines go: C{off}, C{-} (twistd's log) or a file path.
+
+    Opening happens in L{open}, so that a reload can open the new file
+    first and swap only if that worked.
+    """
+
+    _log = Logger(namespace="backtracweb.access")
+
+    def __init__(self, destination: str, template: str = COMBINED) -> None:
+        self.destination = destination
+        self.template = template
+        self._fd: int | None = None
+        self._emit: Callable[[str], None] = self._discard
+
+    def open(self) -> AccessLog:
+        """
+        Open the destination; returns self.
+
+        @raise OSError: the file cannot be opened for appending.
+        """
+        if self.destination == TWISTD_LOG:
+            self._emit = self._to_twistd_log
+        elif self.destination != OFF:
+            self._fd = self._open_file()
+            self._emit = self._to_file
+        return self
+
+    def _open_file(self) -> int:
+        return os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def write(self, entry: Entry) -> None:
+        """Log one finished request."""
+        if self._emit is not self._discard:
+            self._emit(self.template.format_map(entry.fields()))
+
+    def reopen(self) -> None:
+        """
+        Reopen the file at its path, after logrotate moved it away.
+
+        @raise OSError: the new file cannot be opened; the old one stays in use.
+        """
+        if self._fd is not None:
+            new = self._open_file()
+            old, self._fd = self._fd, new
+            os.close(old)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._emit = self._discard
+
+    def _discard(self, line: str) -> None:
+        pass
+
+    def _to_twistd_log(self, line: str) -> None:
+        self._log.info("{line}", line=line)
+
+    def _to_file(self, line: str) -> None:
+        os.write(self._fd, (line + "\n").encode("utf-8", "backslashreplace"))

@@ -1,0 +1,430 @@
+"""
+Unit tests for L{backtracweb.resource}: how L{SiteRoot} dispatches between
+static directories and the WSGI application, what the application sees,
+and what L{StaticDirectory} refuses to serve.
+
+Requests are real L{twisted.web.server.Request}s parsed by a real
+L{HTTPChannel} from bytes, written to a L{StringTransport}; the channel's
+timeouts run on a L{Clock} and the WSGI resource on synchronous threading
+fakes, so no reactor runs.  (L{twisted.web.test.requesthelper.DummyRequest}
+is not used: importing that module imports L{twisted.trial.unittest}, which
+installs the global reactor.)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+from twisted.web.wsgi import WSGIResource
+
+from backtracweb.config import StaticMapping
+from backtracweb.resource import SiteRoot, StaticDirectory
+
+
+@pytest.fixture(autouse=True)
+def no_global_reactor():
+    """Fail any test that imports the global reactor."""
+    before = "twisted.internet.reactor" in sys.modules
+    yield
+    if not before:
+        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
+
+
+# -- fakes and helpers ------------------------------------------------------------
+
+
+class SynchronousThreadPool:
+    """
+    The part of L{ThreadPool} that L{WSGIResource} uses, calling the
+    function at once in this thread (as in Twisted's C{test_wsgi}).
+    """
+
+    _log = Logger()
+
+    def callInThread(self, f, *a, **kw):
+        try:
+            f(*a, **kw)
+        except BaseException:
+            self._log.failure("Callable passed to SynchronousThreadPool.callInThread failed")
+
+
+class SynchronousReactorThreads:
+    """The part of L{IReactorThreads} that L{WSGIResource} uses, run at once."""
+
+    def callFromThread(self, f, *a, **kw):
+        f(*a, **kw)
+
+
+class PullingRequest(Request):
+    """
+    A real L{Request} that drives a pull producer (which is how
+    L{static.File} sends a file) synchronously until it unregisters, as
+    L{DummyRequest} does; L{HTTPChannel} would drive it with the global
+    cooperator, hence the global reactor.
+    """
+
+    def registerProducer(self, producer, streaming):
+        assert not streaming, "only pull producers are expected here"
+        self.producer = producer
+        while self.producer is producer:
+            producer.resumeProducing()
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+@dataclass
+class Response:
+    code: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+def connect(root: Resource) -> tuple[object, StringTransport]:
+    """A connected HTTP channel of a L{Site} serving C{root}, and its transport."""
+    site = Site(root, reactor=Clock(), requestFactory=PullingRequest)
+    channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 51000))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "192.0.2.7", 51000),
+    )
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def serve(root: Resource, path: bytes, method: bytes = b"GET") -> Response:
+    """
+    Send one HTTP/1.0 request for C{path} to a L{Site} serving C{root} and
+    parse the response the channel wrote.
+    """
+    channel, transport = connect(root)
+    channel.dataReceived(method + b" " + path + b" HTTP/1.0\r\nHost: example.com\r\n\r\n")
+    assert transport.disconnecting, f"no complete response: {transport.value()!r}"
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return Response(int(status.split()[1]), headers, body)
+
+
+def bare_request() -> Request:
+    """A request on a channel of a site, for calling C{getChild} directly."""
+    channel = HTTPChannel()
+    channel.site = Site(Resource(), reactor=Clock())
+    channel.callLater = Clock().callLater
+    channel.makeConnection(StringTransport())
+    return Request(channel)
+
+
+class RecordingApp(Resource):
+    """
+    Stands in for the application's resource: records the path split it
+    was given and answers C{app}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[list[bytes], list[bytes]]] = []
+
+    def render(self, request):
+        self.seen.append((list(request.prepath), list(request.postpath)))
+        return b"app"
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """
+    Directories to serve, each file saying where it is:
+
+        static/name.txt, static/media/name.txt, static/mediafoo/name.txt,
+        static/sub/file.txt, media/name.txt, media/index.html,
+        deep/name.txt, and secret.txt beside them (not served).
+    """
+    write(tmp_path / "static" / "name.txt", "static")
+    write(tmp_path / "static" / "media" / "name.txt", "static/media")
+    write(tmp_path / "static" / "mediafoo" / "name.txt", "static/mediafoo")
+    write(tmp_path / "static" / "sub" / "file.txt", "static/sub/file")
+    write(tmp_path / "media" / "name.txt", "media")
+    write(tmp_path / "media" / "index.html", "media index")
+    write(tmp_path / "deep" / "name.txt", "deep")
+    write(tmp_path / "secret.txt", "secret")
+    return tmp_path
+
+
+def make_root(tree: Path, order: str = "short-first") -> tuple[SiteRoot, RecordingApp]:
+    mappings = [
+        StaticMapping("/static", str(tree / "static")),
+        StaticMapping("/static/media", str(tree / "media")),
+        StaticMapping("/a/b/c", str(tree / "deep")),
+    ]
+    if order == "long-first":
+        mappings.reverse()
+    root = SiteRoot(mappings)
+    app = RecordingApp()
+    root.app = app
+    return root, app
+
+
+# -- dispatch ---------------------------------------------------------------------
+
+
+class TestDispatch:
+    def test_prefix_serves_its_directory(self, tree):
+        """A path under a prefix is served from the mapped directory."""
+        root, app = make_root(tree)
+        response = serve(root, b"/static/name.txt")
+        assert (response.code, response.body) == (200, b"static")
+        assert app.seen == []
+
+    @pytest.mark.parametrize("order", ["short-first", "long-first"])
+    def test_longest_prefix_wins(self, tree, order):
+        """
+        Under nested prefixes the longer one serves, whatever the order
+        of the mappings, even though the shorter prefix's directory has a
+        file at the same path.
+        """
+        root, app = make_root(tree, order)
+        response = serve(root, b"/static/media/name.txt")
+        assert (response.code, response.body) == (200, b"media")
+        assert serve(root, b"/static/name.txt").body == b"static"
+        assert app.seen == []
+
+    def test_prefix_matches_whole_segments(self, tree):
+        """
+        C{/staticfoo} is not under C{/static}: it goes to the application
+        with its path untouched; and C{/static/mediafoo} is under
+        C{/static}, not C{/static/media}.
+        """
+        root, app = make_root(tree)
+        assert serve(root, b"/staticfoo/name.txt").body == b"app"
+        assert app.seen == [([], [b"staticfoo", b"name.txt"])]
+        response = serve(root, b"/static/mediafoo/name.txt")
+        assert (response.code, response.body) == (200, b"static/mediafoo")
+
+    def test_multi_segment_prefix(self, tree):
+        """
+        A prefix of several segments matches only when all of them do;
+        a partial match goes to the application.
+        """
+        root, app = make_root(tree)
+        assert serve(root, b"/a/b/c/name.txt").body == b"deep"
+        assert serve(root, b"/a/b/name.txt").body == b"app"
+        assert serve(root, b"/a/b/cd/name.txt").body == b"app"
+        assert app.seen == [([], [b"a", b"b", b"name.txt"]), ([], [b"a", b"b", b"cd", b"name.txt"])]
+
+    def test_exact_prefix_with_slash(self, tree):
+        """
+        The prefix itself, with a trailing slash, is the mapped directory:
+        its index file is served.
+        """
+        root, app = make_root(tree)
+        response = serve(root, b"/static/media/")
+        assert (response.code, response.body) == (200, b"media index")
+        assert app.seen == []
+
+    def test_exact_prefix_without_slash(self, tree):
+        """
+        The prefix itself, without a trailing slash, is the mapped
+        directory, which redirects to the same path with a slash.
+        """
+        root, app = make_root(tree)
+        response = serve(root, b"/static/media")
+        assert response.code == 302
+        assert response.headers[b"location"] == b"/static/media/"
+        assert app.seen == []
+
+    @pytest.mark.parametrize(
+        "path, postpath",
+        [
+            (b"/", [b""]),
+            (b"/index.html", [b"index.html"]),
+            (b"/media/name.txt", [b"media", b"name.txt"]),
+            (b"/x/static/name.txt", [b"x", b"static", b"name.txt"]),
+        ],
+    )
+    def test_application_fallback(self, tree, path, postpath):
+        """
+        A path under no prefix goes to the application, with nothing
+        consumed from it.
+        """
+        root, app = make_root(tree)
+        response = serve(root, path)
+        assert (response.code, response.body) == (200, b"app")
+        assert app.seen == [([], postpath)]
+
+    def test_no_mappings(self):
+        """Without mappings everything goes to the application."""
+        root = SiteRoot(())
+        app = RecordingApp()
+        root.app = app
+        assert serve(root, b"/static/name.txt").body == b"app"
+        assert app.seen == [([], [b"static", b"name.txt"])]
+
+    def test_application_not_loaded(self, tree):
+        """
+        Before the application is loaded, its paths answer 503 with an
+        explanation, while static files are already served.
+        """
+        root, _ = make_root(tree)
+        root.app = None
+        response = serve(root, b"/anything")
+        assert (response.code, response.body) == (503, b"The application is not loaded yet.")
+        assert serve(root, b"/static/name.txt").body == b"static"
+
+    def test_is_leaf(self, tree):
+        """
+        L{SiteRoot} is a leaf, so the site hands it the whole path and it
+        dispatches itself.
+        """
+        root, _ = make_root(tree)
+        assert root.isLeaf
+
+
+# -- what the WSGI application sees -----------------------------------------------
+
+
+def wsgi_root(tree: Path) -> tuple[SiteRoot, list[dict]]:
+    """A root with C{/static} mapped and a WSGI application recording its environ."""
+    environs: list[dict] = []
+
+    def application(environ, start_response):
+        environs.append(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"wsgi"]
+
+    root = SiteRoot([StaticMapping("/static", str(tree / "static"))])
+    root.app = WSGIResource(SynchronousReactorThreads(), SynchronousThreadPool(), application)
+    return root, environs
+
+
+class TestWSGIEnvironment:
+    @pytest.mark.parametrize(
+        "path, path_info",
+        [
+            (b"/", "/"),
+            (b"/a/b", "/a/b"),
+            (b"/a/b/", "/a/b/"),
+            (b"/a%20b", "/a b"),
+            (b"/media/site.css", "/media/site.css"),
+            (b"/staticfoo/site.css", "/staticfoo/site.css"),
+        ],
+    )
+    def test_whole_path(self, tree, path, path_info):
+        """
+        The application sees an empty C{SCRIPT_NAME} and the whole decoded
+        path in C{PATH_INFO}, including paths that look static but are not
+        mapped.
+        """
+        root, environs = wsgi_root(tree)
+        response = serve(root, path)
+        assert (response.code, response.body) == (200, b"wsgi")
+        [environ] = environs
+        assert environ["SCRIPT_NAME"] == ""
+        assert environ["PATH_INFO"] == path_info
+        assert environ["QUERY_STRING"] == ""
+
+    def test_query_string_raw(self, tree):
+        """C{QUERY_STRING} is passed as received, still percent-encoded."""
+        root, environs = wsgi_root(tree)
+        serve(root, b"/search?q=a%20b&next=%2Fhome&flag")
+        [environ] = environs
+        assert environ["PATH_INFO"] == "/search"
+        assert environ["QUERY_STRING"] == "q=a%20b&next=%2Fhome&flag"
+        assert environ["REQUEST_METHOD"] == "GET"
+
+    def test_mapped_path_skips_application(self, tree):
+        """A mapped path never reaches the application."""
+        root, environs = wsgi_root(tree)
+        assert serve(root, b"/static/name.txt").body == b"static"
+        assert environs == []
+
+
+# -- StaticDirectory --------------------------------------------------------------
+
+
+class TestStaticDirectory:
+    def test_file_served(self, tree):
+        """A file is served with its content, length and type."""
+        root, _ = make_root(tree)
+        response = serve(root, b"/static/sub/file.txt")
+        assert response.code == 200
+        assert response.body == b"static/sub/file"
+        assert response.headers[b"content-length"] == b"15"
+        assert response.headers[b"content-type"] == b"text/plain"
+
+    @pytest.mark.parametrize("path", [b"/static/", b"/static/sub/", b"/a/b/c/"])
+    def test_no_directory_listing(self, tree, path):
+        """
+        A directory without an index file answers 404, not a listing of
+        its files, at the prefix and in subdirectories.
+        """
+        root, app = make_root(tree)
+        response = serve(root, path)
+        assert response.code == 404
+        assert b"name.txt" not in response.body and b"file.txt" not in response.body
+        assert app.seen == []
+
+    def test_listing_resource_is_not_found(self, tree):
+        """
+        The child for C{""} of a directory without an index is the
+        not-found resource, and so is its C{directoryListing}.
+        """
+        directory = StaticDirectory(str(tree / "static"))
+        request = bare_request()
+        assert directory.directoryListing() is directory.childNotFound
+        assert directory.getChild(b"", request) is directory.childNotFound
+
+    def test_children_are_static_directories(self, tree):
+        """Subdirectories are served by the same class, so they do not list either."""
+        directory = StaticDirectory(str(tree / "static"))
+        child = directory.getChild(b"sub", bare_request())
+        assert type(child) is StaticDirectory
+        assert child.path == str(tree / "static" / "sub")
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            b"/static/../secret.txt",
+            b"/static/%2e%2e/secret.txt",
+            b"/static/..%2Fsecret.txt",
+            b"/static/sub/..%2F..%2Fsecret.txt",
+            b"/static/sub%2Ffile.txt",
+            b"/static/media/../../secret.txt",
+        ],
+    )
+    def test_escapes_not_found(self, tree, path):
+        """
+        C{..} segments, plain or encoded, and encoded slashes are refused
+        with 404 (L{FilePath} raises L{InsecurePath}), even when the
+        encoded-slash path names a file that exists.
+        """
+        root, app = make_root(tree)
+        response = serve(root, path)
+        assert response.code == 404
+        assert b"secret" not in response.body
+        assert app.seen == []
+
+    @pytest.mark.parametrize("name", [b"..", b"../secret.txt", b"sub/file.txt"])
+    def test_insecure_child(self, tree, name):
+        """L{StaticDirectory.getChild} answers not-found for names that leave the directory."""
+        directory = StaticDirectory(str(tree / "static"))
+        assert directory.getChild(name, bare_request()) is directory.childNotFound
