@@ -137,17 +137,18 @@ def find_module(name: str, pythonpath: Iterable[str]) -> str | None:
     for depth in range(1, len(parts) + 1):
         dotted = ".".join(parts[:depth])
         if dotted in sys.modules:
-            module = sys.modules[dotted]
-            path = list(getattr(module, "__path__", []))
-            continue
-        spec = importlib.machinery.PathFinder.find_spec(dotted, path)
-        if spec is None:
-            where = "pythonpath or sys.path" if depth == 1 else parts[depth - 2]
-            return f"module {dotted} not found in {where}"
+            search = getattr(sys.modules[dotted], "__path__", None)
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(dotted, path)
+            if spec is None:
+                parent = ".".join(parts[: depth - 1])
+                where = f"package {parent}" if parent else "pythonpath or sys.path"
+                return f"module {dotted} not found in {where}"
+            search = spec.submodule_search_locations
         if depth < len(parts):
-            if spec.submodule_search_locations is None:
+            if search is None:
                 return f"{dotted} is a module, not a package"
-            path = list(spec.submodule_search_locations)
+            path = list(search)
     return None
 
 
@@ -167,13 +168,13 @@ def load_application(loader: AppLoader, app: Mapping[str, Any]) -> WSGIApplicati
     except AppLoadError:
         raise
     except Exception as e:
-        settings = ", ".join(
-            f"{s.key} = {app.get(s.key)!r}" for s in loader_settings(loader) if s.key in app
+        # The cause comes first: twistd relays only 100 bytes to the terminal.
+        settings = "".join(
+            f", {s.key} = {app[s.key]!r}" for s in loader_settings(loader) if s.key in app
         )
         raise AppLoadError(
-            f"[app] loader = {app['loader']}"
-            + (f", {settings}" if settings else "")
-            + f": loading the application failed: {_describe_exception(e)}"
+            f"{_describe_exception(e)}; while loading the application "
+            f"([app] loader = {app['loader']}{settings})"
         ) from e
     if not callable(application):
         raise AppLoadError(
@@ -181,6 +182,9 @@ def load_application(loader: AppLoader, app: Mapping[str, Any]) -> WSGIApplicati
             "which is not a WSGI application"
         )
     return application
+
+
+_IMPORTLIB = os.path.dirname(importlib.__file__) + os.sep
 
 
 def _describe_exception(e: BaseException) -> str:
@@ -191,8 +195,12 @@ def _describe_exception(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}"
     if isinstance(e, SyntaxError) and e.filename:
         return f"{type(e).__name__}: {e.msg} ({e.filename}, line {e.lineno})"
-    frames = traceback.extract_tb(e.__traceback__)
+    # The innermost frame in a file of theirs: the import system's say nothing.
+    frames = [
+        f
+        for f in traceback.extract_tb(e.__traceback__)
+        if not f.filename.startswith("<") and not f.filename.startswith(_IMPORTLIB)
+    ]
     if frames:
-        last = frames[-1]
-        text += f" ({last.filename}, line {last.lineno})"
+        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
     return text

@@ -5,9 +5,13 @@ target and headers checked before any resource sees them.
 
 from __future__ import annotations
 
+import re
+
 from twisted.logger import Logger
 from twisted.web import server
 
+# scheme://authority, then the path and query (RFC 9112 3.2.2).
+_ABSOLUTE_FORM = re.compile(rb"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)$", re.S)
 _BAD_TARGET = b"Bad request target: expected a path beginning with /.\n"
 
 
@@ -27,11 +31,10 @@ class BacktracRequest(server.Request):
     _bad_target = False
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        lowered = path[:8].lower()
-        if lowered.startswith((b"http://", b"https://")):
-            authority, slash, rest = path.split(b"//", 1)[1].partition(b"/")
-            path = slash + rest if slash else b"/"
-            if path.startswith(b"?"):
+        absolute = _ABSOLUTE_FORM.match(path)
+        if absolute:
+            authority, path = absolute.group(1), absolute.group(2) or b"/"
+            if not path.startswith(b"/"):
                 path = b"/" + path
             if authority:
                 self.requestHeaders.setRawHeaders(b"host", [authority])

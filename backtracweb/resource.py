@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from backtracweb.config import StaticMapping
 
-_NOT_READY = b"The application is not loaded yet."
+_NOT_READY = b"The application is not loaded yet.\n"
 
 
 class StaticDirectory(static.File):
@@ -67,5 +67,6 @@ class SiteRoot(Resource):
                 return getChildForRequest(directory, request).render(request)
         if self.app is None:
             request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain")
             return _NOT_READY
         return self.app.render(request)

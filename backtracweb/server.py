@@ -14,6 +14,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
@@ -28,10 +29,15 @@ class TrackingSite(Site):
     A L{Site} that remembers its open connections, so that stopping the
     server can close them instead of waiting for the reactor's final
     disconnect, which only comes after every service has stopped.
+
+    It speaks HTTP/1.1 through L{HTTPChannel} directly: Twisted's default
+    wrapper exists to switch to HTTP/2 after TLS negotiation, which a
+    plain-TCP server never does, and it hides the channel's transport.
     """
 
     displayTracebacks = False
     requestFactory = BacktracRequest
+    protocol = HTTPChannel
 
     def __init__(self, root: SiteRoot, *args, **kwargs) -> None:
         super().__init__(root, *args, **kwargs)
@@ -45,10 +51,9 @@ class TrackingSite(Site):
 
     def close_connections(self) -> None:
         """Close every open connection once its pending output is sent."""
-        for protocol in list(self.connections):
-            transport = getattr(protocol, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+        for channel in list(self.connections):
+            if channel.transport is not None:
+                channel.transport.loseConnection()
 
 
 class WebService(StreamServerEndpointService):
@@ -86,7 +91,8 @@ class WebService(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            reason = e.socketError.strerror if e.socketError is not None else str(e)
+            error = e.socketError
+            reason = getattr(error, "strerror", None) or str(error or e)
             raise StartupError(f"cannot listen on {self.address}: {reason}") from None
 
     def startService(self) -> None:

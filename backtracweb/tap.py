@@ -59,15 +59,16 @@ def _report_startup_errors_cleanly() -> None:
     message, not a traceback.
 
     twistd lets exceptions from C{startService} propagate out of the
-    process (relaying their first line to the terminal when it has
-    forked); the rest of the message belongs in the log.
+    process (relaying their first 100 bytes to the terminal when it has
+    forked); the whole message goes to the log and to the terminal twistd
+    was started from (C{sys.stderr} may already be redirected to the log).
     """
     previous = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
         if isinstance(value, StartupError):
             _log.critical("backtracweb cannot start: {error}", error=value)
-            print(f"backtracweb cannot start: {value}", file=sys.stderr)
+            print(f"backtracweb cannot start: {value}", file=sys.__stderr__)
         else:
             previous(kind, value, traceback)
 

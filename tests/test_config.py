@@ -175,7 +175,7 @@ def test_each_bad_value_is_reported_exactly(site, body, expected):
          "pythonpath or sys.path; pythonpath is empty"),
         ("[app]\npythonpath = proj\nDJANGO_SETTINGS_MODULE = mysite.nosettings\n",
          "FILE: [app] DJANGO_SETTINGS_MODULE = 'mysite.nosettings': module mysite.nosettings "
-         "not found in mysite; pythonpath is SITE/proj"),
+         "not found in package mysite; pythonpath is SITE/proj"),
         ("[app]\npythonpath = proj\nDJANGO_SETTINGS_MODULE = mysite.settings.x\n",
          "FILE: [app] DJANGO_SETTINGS_MODULE = 'mysite.settings.x': mysite.settings is a module, "
          "not a package; pythonpath is SITE/proj"),
@@ -192,7 +192,8 @@ def test_each_bad_value_is_reported_exactly(site, body, expected):
          "FILE: [app] application = 'mysite.wsgi:': expected module:attribute such as "
          "mysite.wsgi:application (the attribute defaults to application)"),
         ("[app]\nloader = wsgi\npythonpath = proj\napplication = mysite.nowsgi\n",
-         "FILE: [app] application = 'mysite.nowsgi': module mysite.nowsgi not found in mysite; "
+         "FILE: [app] application = 'mysite.nowsgi': module mysite.nowsgi not found in "
+         "package mysite; "
          "pythonpath is SITE/proj"),
     ],
 )

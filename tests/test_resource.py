@@ -3,7 +3,8 @@ Unit tests for L{backtracweb.resource}: how L{SiteRoot} dispatches between
 static directories and the WSGI application, what the application sees,
 and what L{StaticDirectory} refuses to serve.
 
-Requests are real L{twisted.web.server.Request}s parsed by a real
+Requests are real L{twisted.web.server.Request}s (or the site's own
+L{BacktracRequest}, through L{TrackingSite}) parsed by a real
 L{HTTPChannel} from bytes, written to a L{StringTransport}; the channel's
 timeouts run on a L{Clock} and the WSGI resource on synchronous threading
 fakes, so no reactor runs.  (L{twisted.web.test.requesthelper.DummyRequest}
@@ -29,6 +30,7 @@ from twisted.web.wsgi import WSGIResource
 
 from backtracweb.config import StaticMapping
 from backtracweb.resource import SiteRoot, StaticDirectory
+from backtracweb.server import TrackingSite
 
 
 @pytest.fixture(autouse=True)
@@ -90,9 +92,13 @@ class Response:
     body: bytes
 
 
-def connect(root: Resource) -> tuple[object, StringTransport]:
-    """A connected HTTP channel of a L{Site} serving C{root}, and its transport."""
-    site = Site(root, reactor=Clock(), requestFactory=PullingRequest)
+def connect(root: Resource, site: Site | None = None) -> tuple[object, StringTransport]:
+    """
+    A connected HTTP channel of C{site} (by default a plain L{Site} serving
+    C{root}), and its transport.
+    """
+    if site is None:
+        site = Site(root, reactor=Clock(), requestFactory=PullingRequest)
     channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 51000))
     transport = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -102,21 +108,27 @@ def connect(root: Resource) -> tuple[object, StringTransport]:
     return channel, transport
 
 
-def serve(root: Resource, path: bytes, method: bytes = b"GET") -> Response:
+def serve(
+    root: Resource,
+    path: bytes,
+    method: bytes = b"GET",
+    headers: bytes = b"Host: example.com\r\n",
+    site: Site | None = None,
+) -> Response:
     """
-    Send one HTTP/1.0 request for C{path} to a L{Site} serving C{root} and
-    parse the response the channel wrote.
+    Send one HTTP/1.0 request for C{path} to C{site} (by default a plain
+    L{Site} serving C{root}) and parse the response the channel wrote.
     """
-    channel, transport = connect(root)
-    channel.dataReceived(method + b" " + path + b" HTTP/1.0\r\nHost: example.com\r\n\r\n")
+    channel, transport = connect(root, site)
+    channel.dataReceived(method + b" " + path + b" HTTP/1.0\r\n" + headers + b"\r\n")
     assert transport.disconnecting, f"no complete response: {transport.value()!r}"
     head, _, body = transport.value().partition(b"\r\n\r\n")
     status, *lines = head.split(b"\r\n")
-    headers = {}
+    parsed = {}
     for line in lines:
         name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return Response(int(status.split()[1]), headers, body)
+        parsed[name.strip().lower()] = value.strip()
+    return Response(int(status.split()[1]), parsed, body)
 
 
 def bare_request() -> Request:
@@ -287,7 +299,7 @@ class TestDispatch:
         root, _ = make_root(tree)
         root.app = None
         response = serve(root, b"/anything")
-        assert (response.code, response.body) == (503, b"The application is not loaded yet.")
+        assert (response.code, response.body) == (503, b"The application is not loaded yet.\n")
         assert serve(root, b"/static/name.txt").body == b"static"
 
     def test_is_leaf(self, tree):
@@ -351,6 +363,56 @@ class TestWSGIEnvironment:
         assert environ["QUERY_STRING"] == "q=a%20b&next=%2Fhome&flag"
         assert environ["REQUEST_METHOD"] == "GET"
 
+    def test_absolute_form_target(self, tree):
+        """
+        Through the site's own request class, an absolute-form target
+        (C{GET http://host/path}) gives the application the path, the query
+        and the target's host, as an origin-form target would.
+        """
+        root, environs = wsgi_root(tree)
+        site = TrackingSite(root, reactor=Clock())
+        response = serve(
+            root, b"http://example.com/a%20b?x=1", headers=b"Host: other\r\n", site=site
+        )
+        assert (response.code, response.body) == (200, b"wsgi")
+        [environ] = environs
+        assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("", "/a b")
+        assert environ["QUERY_STRING"] == "x=1"
+        assert environ["HTTP_HOST"] == "example.com"
+
+    def test_absolute_form_target_without_path(self, tree):
+        """
+        An absolute-form target with a query and no path
+        (C{GET http://example.com?x=1}, valid per RFC 9112/3986) means the
+        path C{/} with query C{x=1} on host C{example.com}.
+        """
+        root, environs = wsgi_root(tree)
+        site = TrackingSite(root, reactor=Clock())
+        serve(root, b"http://example.com?x=1", headers=b"Host: other\r\n", site=site)
+        [environ] = environs
+        assert (environ["PATH_INFO"], environ["QUERY_STRING"], environ["HTTP_HOST"]) == (
+            "/",
+            "x=1",
+            "example.com",
+        )
+
+    def test_underscore_headers_dropped(self, tree):
+        """
+        Through the site's own request class, a header spelled with an
+        underscore cannot pose as its dashed twin in the environ.
+        """
+        root, environs = wsgi_root(tree)
+        site = TrackingSite(root, reactor=Clock())
+        serve(
+            root,
+            b"/",
+            headers=b"Host: example.com\r\nX_Forwarded_For: 203.0.113.66\r\n"
+            b"X-Forwarded-For: 198.51.100.1\r\n",
+            site=site,
+        )
+        [environ] = environs
+        assert environ["HTTP_X_FORWARDED_FOR"] == "198.51.100.1"
+
     def test_mapped_path_skips_application(self, tree):
         """A mapped path never reaches the application."""
         root, environs = wsgi_root(tree)
@@ -370,6 +432,23 @@ class TestStaticDirectory:
         assert response.body == b"static/sub/file"
         assert response.headers[b"content-length"] == b"15"
         assert response.headers[b"content-type"] == b"text/plain"
+
+    def test_head(self, tree):
+        """A HEAD request for a file gets its headers and no body."""
+        root, _ = make_root(tree)
+        response = serve(root, b"/static/sub/file.txt", method=b"HEAD")
+        assert (response.code, response.body) == (200, b"")
+        assert response.headers[b"content-length"] == b"15"
+
+    def test_post_not_allowed(self, tree):
+        """
+        Files only answer GET and HEAD: other methods get 405 and never
+        reach the application, however the path was split.
+        """
+        root, app = make_root(tree)
+        response = serve(root, b"/static/media/name.txt", method=b"POST")
+        assert response.code == 405
+        assert app.seen == []
 
     @pytest.mark.parametrize("path", [b"/static/", b"/static/sub/", b"/a/b/c/"])
     def test_no_directory_listing(self, tree, path):
@@ -423,7 +502,14 @@ class TestStaticDirectory:
         assert b"secret" not in response.body
         assert app.seen == []
 
-    @pytest.mark.parametrize("name", [b"..", b"../secret.txt", b"sub/file.txt"])
+    def test_nul_segment_not_found(self, tree):
+        """A path segment with a NUL byte is not found (not a server error)."""
+        root, app = make_root(tree)
+        response = serve(root, b"/static/name.txt%00.html")
+        assert response.code == 404
+        assert app.seen == []
+
+    @pytest.mark.parametrize("name", [b"..", b"../secret.txt", b"sub/file.txt", b"name.txt\x00"])
     def test_insecure_child(self, tree, name):
         """L{StaticDirectory.getChild} answers not-found for names that leave the directory."""
         directory = StaticDirectory(str(tree / "static"))
