@@ -21,10 +21,19 @@ setup(
     packages=["backtracweb", "twisted.plugins"],
     package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
     install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9"],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # TLS endpoints (listen = ssl:...) need pyOpenSSL, through Twisted's extra.
+        "tls": ["twisted[tls]"],
+        "test": ["pytest>=7", "twisted[tls]"],
+    },
     entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
-    # The sample configuration for packagers, installed as share/backtracweb/.
-    data_files=[("share/backtracweb", ["etc/backtrac.ini"])],
+    # Samples for packagers, installed under share/backtracweb/.
+    data_files=[
+        ("share/backtracweb", ["etc/backtrac.ini"]),
+        ("share/backtracweb/systemd", ["etc/systemd/backtracweb.service",
+                                       "etc/systemd/backtracweb.socket"]),
+        ("share/backtracweb/logrotate.d", ["etc/logrotate.d/backtracweb"]),
+    ],
     classifiers=[
         "Framework :: Django",
         "Framework :: Twisted",

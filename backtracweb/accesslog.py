@@ -117,9 +117,9 @@ class AccessLog:
 
     _log = Logger(namespace="backtracweb.access")
 
-    def __init__(self, destination: str, template: str = COMBINED) -> None:
+    def __init__(self, destination: str, template: str = "combined") -> None:
         self.destination = destination
-        self.template = template
+        self.template = COMBINED if template == "combined" else template
         self._fd: int | None = None
         self._emit: Callable[[str], None] = self._discard
 

@@ -17,7 +17,7 @@ from backtracweb.config import load_config, summary
 from backtracweb.errors import AppLoadError, ConfigError
 
 
-def check(path: str, out: TextIO, err: TextIO) -> int:
+def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> int:
     """Validate the file and import its application; return the exit code."""
     try:
         config = load_config(path)
@@ -25,7 +25,7 @@ def check(path: str, out: TextIO, err: TextIO) -> int:
     except (ConfigError, AppLoadError) as e:
         print(e, file=err)
         return 1
-    print(summary(config), file=out)
+    print(summary(config, with_sources=show_sources), file=out)
     print(f"application: {_describe(application)} imported", file=out)
     return 0
 
@@ -52,10 +52,13 @@ def parser() -> argparse.ArgumentParser:
     )
     checking.add_argument("-c", "--config", required=True, metavar="FILE",
                           help="the INI file describing the site")
+    checking.add_argument("--print", action="store_true", dest="show_sources",
+                          help="print the effective configuration with the file that set "
+                          "each value, or 'default'")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the C{backtracweb} console script."""
     arguments = parser().parse_args(argv)
-    return check(arguments.config, sys.stdout, sys.stderr)
+    return check(arguments.config, sys.stdout, sys.stderr, arguments.show_sources)

@@ -1,11 +1,15 @@
 """
 Read and validate the INI file that describes a backtracweb site.
 
-The settings are declared once, in L{SECTIONS} (plus the keys each app
-loader declares); the configobj configspec is generated from them and
-configobj's L{Validator} checks the file against it.  Every problem is
-collected and reported together as a L{ConfigError}, one line each naming
-the file, section, key, value and what was expected.
+The settings are declared once, in L{ROOT_SETTINGS} and L{SECTIONS} (plus
+the keys each app loader declares); the configobj configspec is generated
+from them and configobj's L{Validator} checks the file against it.  Every
+problem is collected and reported together as a L{ConfigError}, one line
+each naming the file, section, key, value and what was expected.
+
+A file may C{include} others (e.g. C{/etc/backtrac.d/*.ini}); they are
+merged in sorted order, later files winning, and every value remembers the
+file it came from, for error messages and C{backtracweb check --print}.
 
 Nothing here imports the application, Django or the reactor, or starts a
 thread: it runs in twistd's option parsing, before the daemon forks.
@@ -14,8 +18,10 @@ thread: it runs in twistd's option parsing, before the daemon forks.
 from __future__ import annotations
 
 import difflib
+import glob
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -31,12 +37,32 @@ from backtracweb.spec import (
     custom_checks,
     directory,
     directory_list,
+    endpoints,
+    file_patterns,
     integer,
     ip_address,
+    log_destination,
+    log_format,
+    networks,
+    seconds,
+    size,
+    url_path_or_off,
     word,
 )
 
 DEFAULT_LOADER = "django"
+
+ROOT_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "include",
+        file_patterns(),
+        (),
+        "Further files merged into this one, in sorted order, later files winning; "
+        "for packagers' and admins' drop-ins such as /etc/backtrac.d/*.ini. Written "
+        "before the first section.",
+    ),
+)
+"""Keys that stand before any section."""
 
 SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
     {
@@ -47,6 +73,22 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 ip_address(),
                 "127.0.0.1",
                 "Address to bind: 0.0.0.0 for every IPv4 address, :: for every IPv6 one.",
+            ),
+            Setting(
+                "listen",
+                endpoints(),
+                (),
+                "Instead of port and interface: Twisted endpoints to listen on, e.g. "
+                "tcp:8080:interface=::1, ssl:8443:privateKey=/etc/ssl/key.pem:certKey="
+                "/etc/ssl/cert.pem, unix:/run/backtracweb/web.sock:mode=660, or "
+                "systemd:domain=INET:index=0 for socket activation. Needs a restart.",
+            ),
+            Setting(
+                "graceful_timeout",
+                seconds(0),
+                30,
+                "On SIGTERM, how long requests in flight may take to finish before "
+                "the server exits anyway.",
             ),
         ),
         "threadpool": (
@@ -80,6 +122,76 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "Directories put first on sys.path before the application is imported.",
             ),
         ),
+        "log": (
+            Setting(
+                "access_log",
+                log_destination(),
+                "-",
+                "Where to log each request: a file (reopened on SIGUSR1), - for "
+                "twistd's log, or off.",
+            ),
+            Setting(
+                "access_format",
+                log_format(),
+                "combined",
+                "combined (as Apache and nginx write it) or a template of fields: "
+                "{client} {time} {iso_time} {method} {path} {protocol} {host} {status} "
+                "{bytes} {duration_ms} {referrer} {user_agent}.",
+            ),
+        ),
+        "proxy": (
+            Setting(
+                "trusted",
+                networks(),
+                (),
+                "Proxies whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host "
+                "and Forwarded headers are believed; from anyone else they are ignored.",
+            ),
+        ),
+        "limits": (
+            Setting(
+                "max_body",
+                size(),
+                "1G",
+                "Largest request body accepted; a larger one gets 413 before it is read.",
+            ),
+            Setting(
+                "max_header_bytes",
+                size(),
+                "64K",
+                "Largest request line plus headers; a larger one gets 400.",
+            ),
+            Setting("max_headers", integer(1), 100, "Most header lines in one request."),
+            Setting(
+                "idle_timeout",
+                seconds(1),
+                60,
+                "Seconds a connection may stay idle, or take to send a request's "
+                "headers, before it is closed.",
+            ),
+            Setting(
+                "max_queue",
+                integer(0),
+                100,
+                "Requests that may wait for a busy thread pool; beyond that they get "
+                "503 with Retry-After at once.",
+            ),
+        ),
+        "status": (
+            Setting(
+                "path",
+                url_path_or_off(),
+                "off",
+                "URL of the status page (JSON, or Prometheus text with Accept: "
+                "text/plain or ?format=prometheus), answered without the thread pool.",
+            ),
+            Setting(
+                "allow",
+                networks(),
+                ("127.0.0.1", "::1"),
+                "Client addresses allowed to read the status page.",
+            ),
+        ),
     }
 )
 """Every fixed section and its settings, in the order the sample file shows them."""
@@ -94,12 +206,20 @@ STATIC_DOC = (
 
 SECTION_DOCS: Mapping[str, str] = MappingProxyType(
     {
-        "server": "Where to listen.",
+        "server": "Where to listen, and how long to wait for requests when stopping.",
         "threadpool": "The threads the WSGI application runs in.",
         "app": "The WSGI application. Keys besides loader and pythonpath belong to the loader.",
+        "log": "The access log.",
+        "proxy": "Reverse proxies in front of backtracweb.",
+        "limits": "Protection against oversized requests, slow clients and overload.",
+        "status": "A status page for health checks and monitoring.",
         STATIC_SECTION: STATIC_DOC,
     }
 )
+
+RESTART_SECTIONS = frozenset({"app"})
+RESTART_KEYS = frozenset({("server", "port"), ("server", "interface"), ("server", "listen")})
+"""What SIGHUP cannot change in a running server: the sockets and the application."""
 
 
 @dataclass(frozen=True)
@@ -120,26 +240,31 @@ class Config:
     """
     A validated configuration: plain values, absolute paths.
 
-    @ivar path: the absolute path of the file it was read from.
+    @ivar path: the absolute path of the main file.
     @ivar values: every setting by section and key, defaults filled in, in
         declaration order.
-    @ivar defaulted: the C{(section, key)} pairs the file did not set.
+    @ivar sources: the file each C{(section, key)} was set in; keys absent
+        from it took their default.  Static mappings are C{("static", prefix)}.
+    @ivar files: the main file, then the included ones, in merge order.
     @ivar app_loader: the loader named by C{[app] loader}.
+    @ivar loaded_at: when the files were read (seconds since the epoch).
     """
 
     path: str
     values: Mapping[str, Mapping[str, Any]]
-    defaulted: frozenset[tuple[str, str]]
+    sources: Mapping[tuple[str, str], str]
     static: tuple[StaticMapping, ...]
     app_loader: AppLoader
+    files: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
+        return self.values[section]
 
     @property
-    def port(self) -> int:
-        return self.values["server"]["port"]
-
-    @property
-    def interface(self) -> str:
-        return self.values["server"]["interface"]
+    def app(self) -> Mapping[str, Any]:
+        """The C{[app]} section, as handed to the app loader."""
+        return self.values["app"]
 
     @property
     def min_threads(self) -> int:
@@ -150,22 +275,31 @@ class Config:
         return self.values["threadpool"]["max"]
 
     @property
-    def app(self) -> Mapping[str, Any]:
-        """The C{[app]} section, as handed to the app loader."""
-        return self.values["app"]
+    def listen(self) -> tuple[str, ...]:
+        """Twisted endpoint strings to listen on, from C{listen} or C{port}/C{interface}."""
+        server = self.values["server"]
+        if server["listen"]:
+            return server["listen"]
+        interface = server["interface"].replace(":", "\\:")
+        return (f"tcp:{server['port']}:interface={interface}",)
 
     @property
     def url(self) -> str:
-        """Where the site can be reached, for people."""
-        host = f"[{self.interface}]" if ":" in self.interface else self.interface
-        return f"http://{host}:{self.port}/"
+        """Where the site can be reached, for people (the first TCP address)."""
+        server = self.values["server"]
+        if server["listen"]:
+            return ", ".join(server["listen"])
+        interface = server["interface"]
+        host = f"[{interface}]" if ":" in interface else interface
+        return f"http://{host}:{server['port']}/"
+
+    def is_default(self, section: str, key: str) -> bool:
+        return (section, key) not in self.sources
 
 
 def configspec(app_settings: Iterable[Setting] = ()) -> list[str]:
-    """
-    The configobj configspec, with the chosen loader's C{[app]} keys.
-    """
-    lines: list[str] = []
+    """The configobj configspec, with the chosen loader's C{[app]} keys."""
+    lines = [setting.configspec_line() for setting in ROOT_SETTINGS]
     for section, settings in SECTIONS.items():
         lines.append(f"[{section}]")
         extra = tuple(app_settings) if section == "app" else ()
@@ -177,7 +311,8 @@ def configspec(app_settings: Iterable[Setting] = ()) -> list[str]:
 
 def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Config:
     """
-    Read, validate and resolve the configuration file at C{path}.
+    Read, validate and resolve the configuration file at C{path}, with the
+    files it includes.
 
     @param loaders: the app loaders by name; by default the built-in ones
         and those registered as entry points.
@@ -193,10 +328,10 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Co
             problems.add(str(e))
             loaders = {}
 
-    lines = _read(path)
-    loader_name, loader = _choose_loader(_parse(path, lines, None), loaders, problems)
+    merged, sources, files = _read_with_includes(path, problems)
+    loader_name, loader = _choose_loader(merged, loaders, problems, sources)
     app_settings = loader_settings(loader) if loader else ()
-    parsed = _parse(path, lines, configspec(app_settings))
+    parsed = ConfigObj(merged, configspec=configspec(app_settings), interpolation=False)
 
     validator = Validator(custom_checks(os.path.dirname(path)))
     result = parsed.validate(validator, preserve_errors=True)
@@ -204,45 +339,55 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Co
     failed = set()
     for sections, key, error in flatten_errors(parsed, result):
         # A section written as a key comes back as ([], name).
-        failed.add(("/".join(sections), key) if sections else (key, None))
-        problems.add(_describe_error(parsed, sections, key, error, expected, loader_name))
+        where = ("/".join(sections), key) if sections else (key, None)
+        failed.add(where)
+        text = _describe_error(parsed, sections, key, error, expected, loader_name)
+        problems.add(text, sources.get(where) or sources.get(("", key)))
     for sections, name in get_extra_values(parsed):
         if sections == ("app",) and loader is None:
             continue  # Its keys are unknowable; the loader error says why.
-        problems.add(_describe_extra(parsed, sections, name, loader_name))
+        source = sources.get(("/".join(sections), name) if sections else ("", name))
+        problems.add(_describe_extra(parsed, sections, name, loader_name), source)
 
     # Rules that span keys, checked whenever the keys they read are valid.
     if not failed & {("threadpool", "min"), ("threadpool", "max"), ("threadpool", None)}:
-        _check_threadpool(parsed, problems)
-    static = () if (STATIC_SECTION, None) in failed else _static_mappings(parsed, problems)
+        _check_threadpool(parsed, problems, sources)
+    if not any(section == "server" for section, _ in failed):
+        _check_listen(parsed, problems, sources)
+    static = () if (STATIC_SECTION, None) in failed else _static_mappings(parsed, problems, sources)
     if loader is not None and not any(section == "app" for section, _ in failed):
-        _check_modules(parsed, app_settings, problems)
+        _check_modules(parsed, app_settings, problems, sources)
     problems.raise_if_any()
-
-    values = {
-        section: MappingProxyType({s.key: parsed[section][s.key] for s in settings})
-        for section, settings in SECTIONS.items()
-    }
-    values["app"] = MappingProxyType(
-        {**values["app"], **{s.key: parsed["app"][s.key] for s in app_settings}}
-    )
-    defaulted = frozenset(
-        (section, key) for section in values for key in parsed[section].defaults
-    )
     assert loader is not None
-    return Config(path, MappingProxyType(values), defaulted, static, loader)
+
+    values = {"": MappingProxyType({s.key: parsed[s.key] for s in ROOT_SETTINGS})}
+    for section, settings in SECTIONS.items():
+        extra = app_settings if section == "app" else ()
+        values[section] = MappingProxyType(
+            {s.key: parsed[section][s.key] for s in (*settings, *extra)}
+        )
+    return Config(
+        path=path,
+        values=MappingProxyType(values),
+        sources=MappingProxyType(sources),
+        static=static,
+        app_loader=loader,
+        files=tuple(files),
+    )
 
 
 class _Problems:
-    """Collects problem lines for one file."""
+    """Collects problem lines, each prefixed with the file it is about."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.lines: list[str] = []
 
-    def add(self, text: str, line: int | None = None) -> None:
-        where = self.path if line is None else f"{self.path}, line {line}"
-        self.lines.append(f"{where}: {text}")
+    def add(self, text: str, path: str | None = None) -> None:
+        self.lines.append(f"{path or self.path}: {text}")
+
+    def extend(self, lines: Iterable[str]) -> None:
+        self.lines.extend(lines)
 
     def __bool__(self) -> bool:
         return bool(self.lines)
@@ -250,6 +395,66 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.lines:
             raise ConfigError(self.lines)
+
+
+def _read_with_includes(
+    path: str, problems: _Problems
+) -> tuple[dict[str, Any], dict[tuple[str, str], str], list[str]]:
+    """
+    The main file merged with the files it includes, later files winning,
+    and the file each value came from.  Unreadable or malformed files raise
+    at once: nothing sensible can be said about their contents.
+    """
+    main = _parse(path, _read(path), None)
+    files = [path]
+    raw_include = main.get("include", ())
+    if isinstance(raw_include, Section):
+        pass  # Validation reports a section named include.
+    elif raw_include:
+        try:
+            patterns = custom_checks(os.path.dirname(path))["file_patterns"](raw_include)
+        except Invalid as e:  # pragma: no cover - file_patterns accepts any text
+            problems.add(f"include = {raw_include!r}: {e}")
+            patterns = ()
+        for pattern in patterns:
+            if glob.has_magic(pattern):
+                files.extend(sorted(glob.glob(pattern)))
+            elif os.path.exists(pattern):
+                files.append(pattern)
+            else:
+                problems.add(f"include = {pattern!r}: file {pattern} does not exist")
+
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, str], str] = {}
+    errors: list[str] = []
+    for index, name in enumerate(files):
+        try:
+            parsed = main if index == 0 else _parse(name, _read(name), None)
+        except ConfigError as e:
+            errors.extend(e.problems)
+            continue
+        if index and "include" in parsed:
+            problems.add("include is only allowed in the main configuration file", name)
+            del parsed["include"]
+        _merge(merged, parsed, "", name, sources)
+    if errors:
+        raise ConfigError(problems.lines + errors)
+    return merged, sources, files
+
+
+def _merge(into: dict[str, Any], parsed: Section, section: str, name: str,
+           sources: dict[tuple[str, str], str]) -> None:
+    """Copy C{parsed} over C{into}, recording where each value came from."""
+    for key, value in parsed.items():
+        if isinstance(value, Section):
+            target = into.get(key)
+            if not isinstance(target, dict):
+                target = into[key] = {}
+                sources.setdefault((key, None), name)
+            _merge(target, value, f"{section}/{key}".strip("/"), name, sources)
+        else:
+            into[key] = value
+            sources[(section, key)] = name
 
 
 def _read(path: str) -> list[str]:
@@ -296,23 +501,25 @@ def _describe_parse_error(path: str, error: ConfigObjError) -> str:
 
 
 def _choose_loader(
-    raw: ConfigObj, loaders: Mapping[str, AppLoader], problems: _Problems
+    raw: Mapping[str, Any], loaders: Mapping[str, AppLoader], problems: _Problems,
+    sources: Mapping[tuple[str, str], str],
 ) -> tuple[str, AppLoader | None]:
     """Find the loader named in C{[app]}, whose keys the spec must include."""
     app = raw.get("app")
-    name = app.get("loader", DEFAULT_LOADER) if isinstance(app, Section) else DEFAULT_LOADER
+    name = app.get("loader", DEFAULT_LOADER) if isinstance(app, dict) else DEFAULT_LOADER
     if not isinstance(name, str):
         return str(name), None  # Validation reports the list itself.
     loader = loaders.get(name.strip())
     if loader is None and name.strip():
         known = ", ".join(sorted(loaders)) or "none"
         problems.add(f"[app] loader = {name!r}: unknown loader{_did_you_mean(name, loaders)}; "
-                     f"known loaders: {known}")
+                     f"known loaders: {known}", sources.get(("app", "loader")))
     return name.strip(), loader
 
 
 def _expected_by_key(app_settings: Iterable[Setting]) -> dict[tuple[str, str], Setting]:
     table = {(section, s.key): s for section, settings in SECTIONS.items() for s in settings}
+    table.update({("", s.key): s for s in ROOT_SETTINGS})
     table.update({("app", s.key): s for s in app_settings})
     return table
 
@@ -321,6 +528,10 @@ def _format_value(value: Any) -> str:
     if isinstance(value, list):
         value = ", ".join(value)
     return repr(value)
+
+
+def _where(section: str, key: str) -> str:
+    return f"[{section}] {key}" if section else key
 
 
 def _describe_error(
@@ -333,22 +544,25 @@ def _describe_error(
 ) -> str:
     """One problem line for a configobj validation failure."""
     section = "/".join(sections)
-    if key is None or not sections:
+    if key is None or (not sections and key in SECTIONS or key == STATIC_SECTION):
         name = key or section
         return f"{name} is written as a key, but it is a section: write [{name}] on a line of its own"
+    if not sections and isinstance(parsed.get(key), Section):
+        return f"[{key}] is a section, but {key} must be written as a key before the first section"
     setting = settings.get((section, key))
     check = setting.check if setting else STATIC_CHECK
+    where = _where(section, key)
     if error is False:
         needed = f"; required when loader = {loader_name}" if section == "app" else ""
-        return f"[{section}] {key} is missing: expected {check.expected}{needed}"
-    value = _format_value(parsed[section][key])
+        return f"{where} is missing: expected {check.expected}{needed}"
+    container = parsed[section] if section else parsed
+    value = _format_value(container[key])
     if isinstance(error, Invalid):
-        return f"[{section}] {key} = {value}: {error}"
+        return f"{where} = {value}: {error}"
     if isinstance(error, ValidateError):
-        if isinstance(parsed[section][key], list):
-            return (f"[{section}] {key} = {value}: expected {check.expected} "
-                    "(quote values that contain commas)")
-        return f"[{section}] {key} = {value}: expected {check.expected}"
+        if isinstance(container[key], list):
+            return f"{where} = {value}: expected {check.expected} (quote values that contain commas)"
+        return f"{where} = {value}: expected {check.expected}"
     raise error  # A bug in a check function, not in the file.
 
 
@@ -362,7 +576,9 @@ def _describe_extra(parsed: ConfigObj, sections: tuple[str, ...], name: str, loa
             known = [*SECTIONS, STATIC_SECTION]
             return (f"[{name}] is not a known section{_did_you_mean(name, known)}; "
                     f"known sections: {', '.join(known)}")
-        return (f"{name} = {_format_value(container[name])} is outside any section; "
+        keys = [s.key for s in ROOT_SETTINGS]
+        hint = _did_you_mean(name, keys)
+        return (f"{name} = {_format_value(container[name])} is outside any section{hint}; "
                 "put it under the [section] it belongs to")
     section = "/".join(sections)
     known = [k for k in parsed.configspec[section].scalars if k != "__many__"]
@@ -378,39 +594,53 @@ def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _check_threadpool(parsed: ConfigObj, problems: _Problems) -> None:
+def _check_threadpool(parsed: ConfigObj, problems: _Problems, sources) -> None:
     low, high = parsed["threadpool"]["min"], parsed["threadpool"]["max"]
     if low > high:
+        source = sources.get(("threadpool", "min")) or sources.get(("threadpool", "max"))
         problems.add(f"[threadpool] min = {low} is greater than max = {high}; "
-                     "min must not exceed max")
+                     "min must not exceed max", source)
 
 
-def _static_mappings(parsed: ConfigObj, problems: _Problems) -> tuple[StaticMapping, ...]:
+def _check_listen(parsed: ConfigObj, problems: _Problems, sources) -> None:
+    server = parsed["server"]
+    explicit = [key for key in ("port", "interface") if key not in server.defaults]
+    if server["listen"] and explicit:
+        problems.add(
+            f"[server] listen = {', '.join(server['listen'])!r} and "
+            f"{' and '.join(explicit)} are both set; use either listen or port and interface",
+            sources.get(("server", "listen")),
+        )
+
+
+def _static_mappings(parsed: ConfigObj, problems: _Problems, sources) -> tuple[StaticMapping, ...]:
     """Turn C{[static]} into mappings, rejecting prefixes that cannot match."""
     by_prefix: dict[str, str] = {}
     mappings = []
     for key, directory_path in parsed[STATIC_SECTION].items():
         prefix = "/" + key.strip().strip("/")
         segments = prefix.strip("/").split("/")
+        where = f"[{STATIC_SECTION}] {key} = {directory_path!r}"
+        source = sources.get((STATIC_SECTION, key))
         if not key.startswith("/"):
-            problems.add(f"[{STATIC_SECTION}] {key} = {directory_path!r}: "
-                         "a URL prefix must start with /, e.g. /static")
+            problems.add(f"{where}: a URL prefix must start with /, e.g. /static", source)
         elif prefix == "/":
-            problems.add(f"[{STATIC_SECTION}] {key} = {directory_path!r}: "
-                         "the root path belongs to the application; use a prefix like /static")
+            problems.add(f"{where}: the root path belongs to the application; "
+                         "use a prefix like /static", source)
         elif any(s in ("", ".", "..") for s in segments) or any(c in key for c in "?#%\\"):
-            problems.add(f"[{STATIC_SECTION}] {key} = {directory_path!r}: a URL prefix "
-                         "is plain path segments, without //, ., .., %, ?, # or \\")
+            problems.add(f"{where}: a URL prefix is plain path segments, "
+                         "without //, ., .., %, ?, # or \\", source)
         elif prefix in by_prefix:
-            problems.add(f"[{STATIC_SECTION}] {key} = {directory_path!r}: the same prefix as "
-                         f"{by_prefix[prefix]}; each prefix may be mapped once")
+            problems.add(f"{where}: the same prefix as {by_prefix[prefix]}; "
+                         "each prefix may be mapped once", source)
         else:
             by_prefix[prefix] = key
             mappings.append(StaticMapping(prefix, directory_path))
     return tuple(mappings)
 
 
-def _check_modules(parsed: ConfigObj, app_settings: Iterable[Setting], problems: _Problems) -> None:
+def _check_modules(parsed: ConfigObj, app_settings: Iterable[Setting], problems: _Problems,
+                   sources) -> None:
     """
     Check, without importing anything, that the modules the loader will
     import can be found: a typo then fails before the daemon forks.
@@ -423,24 +653,44 @@ def _check_modules(parsed: ConfigObj, app_settings: Iterable[Setting], problems:
         reason = find_module(module, app["pythonpath"])
         if reason:
             problems.add(f"[app] {setting.key} = {app[setting.key]!r}: {reason}; "
-                         f"pythonpath is {', '.join(app['pythonpath']) or 'empty'}")
+                         f"pythonpath is {', '.join(app['pythonpath']) or 'empty'}",
+                         sources.get(("app", setting.key)))
 
 
-def summary(config: Config) -> str:
+def _text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value) or "(empty)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def summary(config: Config, with_sources: bool = False) -> str:
     """
     What the configuration would serve, one setting a line, for
-    C{backtracweb check}: every declared key with its effective value.
+    C{backtracweb check}: every declared key with its effective value, and
+    with C{with_sources} the file that set it.
     """
+
+    def origin(section: str, key: str) -> str:
+        source = config.sources.get((section, key))
+        if with_sources:
+            return f"  ({source or 'default'})"
+        return "  (default)" if source is None else ""
+
     lines = [f"{config.path}: configuration is valid", f"serving {config.url}"]
+    if len(config.files) > 1:
+        lines.append(f"files: {', '.join(config.files)}")
     for section, values in config.values.items():
-        lines.append(f"[{section}]")
+        if section:
+            lines.append(f"[{section}]")
         for key, value in values.items():
-            text = ", ".join(value) if isinstance(value, tuple) else str(value)
-            default = "  (default)" if (section, key) in config.defaulted else ""
-            lines.append(f"  {key} = {text or '(empty)'}{default}")
+            if section or value:
+                lines.append(f"  {key} = {_text(value)}{origin(section, key)}")
     lines.append(f"[{STATIC_SECTION}]")
     for mapping in config.static:
-        lines.append(f"  {mapping.prefix} = {mapping.directory}")
+        lines.append(f"  {mapping.prefix} = {mapping.directory}"
+                     + (origin(STATIC_SECTION, mapping.prefix) if with_sources else ""))
     if not config.static:
         lines.append("  (no static mappings)")
     return "\n".join(lines)

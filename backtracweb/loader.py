@@ -2,47 +2,72 @@
 Turn a validated L{Config} into the service tree twistd runs.
 
 Building the tree starts nothing: no thread, no socket, no import of the
-application.  twistd binds the port in C{privilegedStartService} and starts
-the pool and loads the application in C{startService}, after it forks.
+application.  twistd binds the ports in C{privilegedStartService}, and
+starts the pool and loads the application in C{startService}, after it
+forks.
 """
 
 from __future__ import annotations
 
-from twisted.application.service import MultiService
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-
+from backtracweb.accesslog import AccessLog
 from backtracweb.apps import load_application
 from backtracweb.config import Config
+from backtracweb.errors import ConfigError
 from backtracweb.pool import ThreadPoolService, make_pool
-from backtracweb.resource import SiteRoot
-from backtracweb.server import TrackingSite, WebService
+from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.resource import SiteRoot, static_routes
+from backtracweb.server import WebService
+from backtracweb.service import BacktracService
+from backtracweb.website import BacktracSite, SiteSettings
 
 
-def build_service(config: Config, reactor) -> MultiService:
+def make_site_settings(config: Config) -> SiteSettings:
     """
-    A L{MultiService} named C{backtracweb} holding the thread pool service
-    (C{threadpool}) and the web server (C{web}), in the order they start.
-    """
-    top = MultiService()
-    top.setName("backtracweb")
+    The reloadable part of a configuration, ready to serve with; this
+    opens the access log file.
 
+    @raise ConfigError: the access log cannot be opened.
+    """
+    log, limits, status = config["log"], config["limits"], config["status"]
+    try:
+        access_log = AccessLog(log["access_log"], log["access_format"]).open()
+    except OSError as e:
+        source = config.sources.get(("log", "access_log"), config.path)
+        raise ConfigError(
+            [f"{source}: [log] access_log = {log['access_log']!r}: cannot open it for "
+             f"appending: {e.strerror}"]
+        ) from None
+    return SiteSettings(
+        routes=static_routes(config.static),
+        access_log=access_log,
+        proxies=TrustedProxies(config["proxy"]["trusted"]),
+        max_body=limits["max_body"],
+        max_header_bytes=limits["max_header_bytes"],
+        max_headers=limits["max_headers"],
+        idle_timeout=limits["idle_timeout"],
+        max_queue=limits["max_queue"],
+        status_path=None if status["path"] == "off" else status["path"].encode("utf-8"),
+        status_allow=Addresses(status["allow"]),
+        graceful_timeout=config["server"]["graceful_timeout"],
+        config_file=config.path,
+        loaded_at=config.loaded_at,
+    )
+
+
+def build_service(config: Config, reactor) -> BacktracService:
+    """
+    A L{BacktracService} holding the thread pool service (C{threadpool})
+    and the web server (C{web}), in the order they start.
+
+    @raise ConfigError: the access log cannot be opened.
+    """
     pool = make_pool(config.min_threads, config.max_threads)
-    pool_service = ThreadPoolService(pool, reactor)
-    pool_service.setName("threadpool")
-    pool_service.setServiceParent(top)
-
-    if ":" in config.interface:
-        endpoint = TCP6ServerEndpoint(reactor, config.port, interface=config.interface)
-        address = f"[{config.interface}]:{config.port}"
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.interface)
-        address = f"{config.interface}:{config.port}"
+    site = BacktracSite(SiteRoot(), make_site_settings(config), reactor)
 
     def load_app():
         return load_application(config.app_loader, config.app)
 
-    site = TrackingSite(SiteRoot(config.static), reactor=reactor)
-    web = WebService(endpoint, address, site, load_app, pool, reactor)
-    web.setName("web")
-    web.setServiceParent(top)
-    return top
+    web = WebService(config.listen, site, load_app, pool, reactor)
+    return BacktracService(
+        config, ThreadPoolService(pool, reactor), web, make_site_settings, reactor
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,17 +50,28 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-class TrustedProxies:
-    """The set of proxies whose forwarding headers are believed."""
+UNIX = "unix"
+"""In an address list, stands for every peer on a unix socket."""
 
-    def __init__(self, networks: Sequence[Network] = ()) -> None:
-        self.networks = tuple(networks)
+
+class Addresses:
+    """
+    A set of IP networks, plus optionally every unix-socket peer, given as
+    the strings a configuration lists (C{127.0.0.1}, C{10.0.0.0/8}, C{unix}).
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        values = tuple(values)
+        self.unix = UNIX in values
+        self.networks = parse_networks(v for v in values if v != UNIX)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.unix
 
-    def trusts(self, address: str) -> bool:
-        """Whether C{address} (an IP address string) is a trusted proxy."""
+    def __contains__(self, address: str) -> bool:
+        """Whether C{address} (an IP address string, or C{unix}) is in the set."""
+        if address == UNIX:
+            return self.unix
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -69,6 +80,14 @@ class TrustedProxies:
             ip = ip.ipv4_mapped
         return any(ip in network for network in self.networks)
 
+
+class TrustedProxies(Addresses):
+    """The proxies whose forwarding headers are believed."""
+
+    def trusts(self, address: str) -> bool:
+        """Whether C{address} is a trusted proxy."""
+        return address in self
+
     def resolve(self, peer: str, headers: Mapping[str, str]) -> Forwarded | None:
         """
         The original client, scheme and host for a request from C{peer}, or
@@ -76,7 +95,7 @@ class TrustedProxies:
 
         @param headers: lower-case header names to their (comma-joined) values.
         """
-        if not self.networks or not self.trusts(peer):
+        if not self or not self.trusts(peer):
             return None
         if "forwarded" in headers:
             hops = _parse_forwarded(headers["forwarded"])

@@ -1,18 +1,27 @@
 """
 The request class of backtracweb's site: Twisted's, with the request
-target and headers checked before any resource sees them.
+target, headers and client address settled before any resource sees them.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web import server
+
+from backtracweb.accesslog import Entry
 
 # scheme://authority, then the path and query (RFC 9112 3.2.2).
 _ABSOLUTE_FORM = re.compile(rb"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)$", re.S)
 _BAD_TARGET = b"Bad request target: expected a path beginning with /.\n"
+_FORWARDING = ("forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+UNIX_PEER = "unix"
+"""How a unix-socket peer is named in C{[proxy] trusted}."""
+ABORTED = 499
+"""Status logged for a request whose client went away first (as nginx does)."""
 
 
 class BacktracRequest(server.Request):
@@ -24,11 +33,32 @@ class BacktracRequest(server.Request):
       - answers 400 for any other target that is not a path or C{*};
       - drops headers whose names contain an underscore: WSGI spells
         C{X-Forwarded-For} and C{X_Forwarded_For} alike, so a client could
-        use the second to spoof the first as a proxy would send it.
+        use the second to spoof the first as a proxy would send it;
+      - takes the client address, scheme and host from a trusted proxy's
+        forwarding headers (C{[proxy] trusted}), so the application and the
+        access log see the real client;
+      - counts a chunked body against C{[limits] max_body} as it arrives;
+      - times itself and is logged even when the client goes away first.
     """
 
     _log = Logger()
     _bad_target = False
+    peer = ""
+    """The address of the connection's other end (a proxy, maybe), or C{unix}."""
+    _received = 0
+
+    def __init__(self, channel, *args, **kwargs) -> None:
+        super().__init__(channel, *args, **kwargs)
+        self.started_at = time.time()
+        self._started = time.monotonic()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        limit = self.channel.site.settings.max_body
+        if self._received > limit:
+            self.channel.refuse(413, f"its chunked body is over [limits] max_body = {limit}")
+            return
+        super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         absolute = _ABSOLUTE_FORM.match(path)
@@ -54,4 +84,64 @@ class BacktracRequest(server.Request):
             self.write(_BAD_TARGET)
             self.finish()
             return
+        self.peer = peer = getattr(self.client, "host", None)
+        if peer is None:
+            # A unix socket has no peer address and no port: WSGI still
+            # wants REMOTE_ADDR and SERVER_PORT.
+            self.peer = peer = UNIX_PEER
+            self.client = IPv4Address("TCP", "", 0)
+            self._set_host(self.getHeader(b"host") or b"", self.isSecure())
+        self._apply_forwarding(peer)
         super().process()
+
+    def _apply_forwarding(self, peer: str) -> None:
+        """Believe a trusted proxy about the client, the scheme and the host."""
+        proxies = self.channel.site.settings.proxies
+        if not proxies:
+            return
+        headers = {}
+        for name in _FORWARDING:
+            values = self.requestHeaders.getRawHeaders(name)
+            if values:
+                headers[name] = ",".join(v.decode("latin-1") for v in values)
+        forwarded = proxies.resolve(peer, headers) if headers else None
+        if forwarded is None:
+            return
+        family = IPv6Address if ":" in forwarded.client else IPv4Address
+        self.client = family("TCP", forwarded.client, 0)
+        if forwarded.scheme or forwarded.host:
+            secure = (forwarded.scheme or ("https" if self.isSecure() else "http")) == "https"
+            host = forwarded.host.encode("latin-1") if forwarded.host else None
+            self._set_host(host or self.getHeader(b"host") or b"", secure)
+
+    def _set_host(self, host: bytes, secure: bool) -> None:
+        """Point the request at C{host} (C{name[:port]}), as seen by the client."""
+        name, _, port = host.rpartition(b":")
+        if not name or not port.isdigit() or host.endswith(b"]"):
+            name, port = host, b""
+        self.setHost(name, int(port) if port else (443 if secure else 80), ssl=secure)
+
+    def connectionLost(self, reason) -> None:
+        unfinished = not self.finished and hasattr(self, "method")
+        site = self.channel.site  # the parent class forgets the channel
+        super().connectionLost(reason)
+        if unfinished:
+            self.code = ABORTED
+            site.log(self)
+
+    def entry(self) -> Entry:
+        """This request as an access-log entry."""
+        client = self.getClientAddress()
+        return Entry(
+            client=getattr(client, "host", "-"),
+            started=self.started_at,
+            duration=time.monotonic() - self._started,
+            method=self.method,
+            path=self.uri,
+            protocol=self.clientproto,
+            host=self.getHeader(b"host"),
+            status=self.code,
+            sent=self.sentLength,
+            referrer=self.getHeader(b"referer"),
+            user_agent=self.getHeader(b"user-agent"),
+        )

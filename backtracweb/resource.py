@@ -1,18 +1,26 @@
 """
-The web root: static mappings first, the WSGI application for the rest.
+The web root: the status page, then static mappings, then the WSGI
+application for every other path.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web import static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Request
 
 from backtracweb.config import StaticMapping
+from backtracweb.status import render_status
 
 _NOT_READY = b"The application is not loaded yet.\n"
+_OVERLOADED = b"The server is busy; please retry shortly.\n"
+RETRY_AFTER = b"5"
+_WARN_EVERY = 10.0  # seconds between two overload warnings
 
 
 class StaticDirectory(static.File):
@@ -32,35 +40,50 @@ class StaticDirectory(static.File):
         return super().getChild(path, request)
 
 
+Route = tuple[list[bytes], StaticDirectory]
+
+
+def static_routes(mappings: Iterable[StaticMapping]) -> tuple[Route, ...]:
+    """The mappings as routes for L{SiteRoot}, longest prefix first."""
+    routes = [
+        ([s.encode("utf-8") for s in m.segments], StaticDirectory(m.directory)) for m in mappings
+    ]
+    return tuple(sorted(routes, key=lambda route: len(route[0]), reverse=True))
+
+
 class SiteRoot(Resource):
     """
-    Routes each request to the static directory with the longest matching
-    prefix, or else to the WSGI application.
+    Routes each request: the status page if it is enabled and asked for,
+    else the static directory with the longest matching prefix, else the
+    WSGI application.
 
     Prefixes match whole path segments, so C{/staticfoo} is not under
     C{/static}.  The application sees C{SCRIPT_NAME} empty and the whole
     path in C{PATH_INFO}, because this resource is a leaf: nothing has been
-    consumed from the path when it hands the request on.
+    consumed from the path when it hands the request on.  The routes and
+    limits come from the site's current settings, so a reload applies to
+    the next request.
 
     @ivar app: the resource for the WSGI application; set when the
         application has been loaded, which happens after twistd forks.
+    @ivar pool: the application's thread pool, watched for overload.
     """
 
     isLeaf = True
+    _log = Logger()
 
-    def __init__(self, mappings: Iterable[StaticMapping]) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.app: IResource | None = None
-        routes = [
-            ([s.encode("utf-8") for s in m.segments], StaticDirectory(m.directory))
-            for m in mappings
-        ]
-        # Longest first, so nested prefixes win over their parents.
-        self._routes = sorted(routes, key=lambda route: len(route[0]), reverse=True)
+        self.pool: ThreadPool | None = None
+        self._last_warning = 0.0
 
     def render(self, request: Request) -> bytes | int:
+        settings = request.site.settings
+        if settings.status_path is not None and request.path == settings.status_path:
+            return render_status(request, self.pool)
         path = request.postpath
-        for segments, directory in self._routes:
+        for segments, directory in settings.routes:
             if path[: len(segments)] == segments:
                 request.prepath.extend(segments)
                 del path[: len(segments)]
@@ -69,4 +92,32 @@ class SiteRoot(Resource):
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain")
             return _NOT_READY
+        if self._overloaded(settings.max_queue, request):
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain")
+            request.setHeader(b"retry-after", RETRY_AFTER)
+            return _OVERLOADED
         return self.app.render(request)
+
+    def _overloaded(self, max_queue: int, request: Request) -> bool:
+        """
+        Whether the request would wait beyond C{[limits] max_queue}: every
+        thread is busy and the queue is full.
+        """
+        pool = self.pool
+        if pool is None:
+            return False
+        busy, queued = len(pool.working), pool.q.qsize()
+        if busy + queued < pool.max + max_queue:
+            return False
+        request.site.stats.refused_overload += 1
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            self._log.warn(
+                "overloaded: {busy} threads busy and {queued} requests waiting; answering 503. "
+                "Raise [threadpool] max (now {max}) if the application can take more at once, "
+                "or [limits] max_queue (now {max_queue}) to let more wait.",
+                busy=busy, queued=queued, max=pool.max, max_queue=max_queue,
+            )
+        return True

@@ -1,91 +1,39 @@
 """
-The listening web server: Twisted's Site behind an endpoint, with the WSGI
-application loaded when the service starts.
+The web server: the shared site, listening on every configured endpoint,
+with the WSGI application loaded when the service starts.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import StartupError
-from backtracweb.request import BacktracRequest
-from backtracweb.resource import SiteRoot
+from backtracweb.website import BacktracSite
 
 
-class TrackingSite(Site):
+class ListeningService(StreamServerEndpointService):
     """
-    A L{Site} that remembers its open connections, so that stopping the
-    server can close them instead of waiting for the reactor's final
-    disconnect, which only comes after every service has stopped.
-
-    It speaks HTTP/1.1 through L{HTTPChannel} directly: Twisted's default
-    wrapper exists to switch to HTTP/2 after TLS negotiation, which a
-    plain-TCP server never does, and it hides the channel's transport.
-    """
-
-    displayTracebacks = False
-    requestFactory = BacktracRequest
-    protocol = HTTPChannel
-
-    def __init__(self, root: SiteRoot, *args, **kwargs) -> None:
-        super().__init__(root, *args, **kwargs)
-        self.connections: weakref.WeakSet = weakref.WeakSet()
-
-    def buildProtocol(self, addr):
-        protocol = super().buildProtocol(addr)
-        if protocol is not None:
-            self.connections.add(protocol)
-        return protocol
-
-    def close_connections(self) -> None:
-        """Close every open connection once its pending output is sent."""
-        for channel in list(self.connections):
-            if channel.transport is not None:
-                channel.transport.loseConnection()
-
-
-class WebService(StreamServerEndpointService):
-    """
-    Serves the site on an endpoint.
-
-    The port is bound in C{privilegedStartService}, before twistd drops
-    privileges; the application is loaded in C{startService}, after twistd
-    has forked, because importing it may start threads.
+    Listens on one endpoint, binding in C{privilegedStartService} (before
+    twistd drops privileges) and turning a bind failure into a
+    L{StartupError} that names the address.
     """
 
     _log = Logger()
 
-    def __init__(
-        self,
-        endpoint: IStreamServerEndpoint,
-        address: str,
-        site: TrackingSite,
-        load_app: Callable[[], WSGIApplication],
-        pool: ThreadPool,
-        reactor,
-    ) -> None:
-        super().__init__(endpoint, site)
+    def __init__(self, description: str, site: BacktracSite, reactor) -> None:
+        super().__init__(serverFromString(reactor, description), site)
         self._raiseSynchronously = True  # so twistd reports bind errors and exits
-        self.address = address
-        self._load_app = load_app
-        self._pool = pool
-        self._reactor = reactor
-
-    @property
-    def root(self) -> SiteRoot:
-        return self.factory.resource
+        self.description = description
 
     def privilegedStartService(self) -> None:
         try:
@@ -93,15 +41,63 @@ class WebService(StreamServerEndpointService):
         except CannotListenError as e:
             error = e.socketError
             reason = getattr(error, "strerror", None) or str(error or e)
-            raise StartupError(f"cannot listen on {self.address}: {reason}") from None
+            raise StartupError(f"cannot listen on {_readable(self.description)}: {reason}") from None
+
+
+def _readable(description: str) -> str:
+    """C{tcp:8080:interface=127.0.0.1} as C{127.0.0.1:8080}; others as written."""
+    parts = description.replace("\\:", "\0").split(":")
+    if parts[0] in ("tcp", "tcp6") and len(parts) >= 2:
+        options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+        host = options.get("interface", "0.0.0.0").replace("\0", ":")
+        return f"[{host}]:{parts[1]}" if ":" in host else f"{host}:{parts[1]}"
+    return description
+
+
+class WebService(MultiService):
+    """
+    Serves the site on every endpoint.  The application is loaded in
+    C{startService}, after twistd has forked, because importing it may
+    start threads.  Stopping drains: see L{BacktracSite.drain}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        endpoints: tuple[str, ...],
+        site: BacktracSite,
+        load_app: Callable[[], WSGIApplication],
+        pool: ThreadPool,
+        reactor,
+    ) -> None:
+        super().__init__()
+        self.site = site
+        self._load_app = load_app
+        self._pool = pool
+        self._reactor = reactor
+        for description in endpoints:
+            ListeningService(description, site, reactor).setServiceParent(self)
+
+    @property
+    def root(self):
+        return self.site.resource
 
     def startService(self) -> None:
         application = self._load_app()
         self.root.app = WSGIResource(self._reactor, self._pool, application)
+        self.root.pool = self._pool
         super().startService()
-        self._log.info("serving on {address}", address=self.address)
+        for listening in self:
+            self._log.info("serving on {address}", address=_readable(listening.description))
 
     def stopService(self) -> Deferred[None]:
-        stopped = super().stopService()
-        self.factory.close_connections()
-        return stopped
+        """Stop listening, then drain the open connections."""
+        timeout = self.site.settings.graceful_timeout
+        busy = len(self.site.in_flight())
+        self._log.info(
+            "stopping: no new connections; waiting up to {timeout:g} s for {busy} "
+            "request(s) in flight",
+            timeout=timeout, busy=busy,
+        )
+        return super().stopService().addCallback(lambda _: self.site.drain(timeout))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -109,6 +110,54 @@ def integer(minimum: int, maximum: int | None = None) -> Check:
         f"integer(min={minimum}, max={maximum})",
         f"an integer between {minimum} and {maximum}",
     )
+
+
+def seconds(minimum: float) -> Check:
+    """A duration in seconds, fractions allowed."""
+    return Check(f"float(min={minimum})", f"a number of seconds of at least {minimum:g}")
+
+
+def size() -> Check:
+    """A size in bytes with an optional K, M or G suffix (powers of 1024)."""
+    return Check("size()", "a size in bytes with an optional K, M or G suffix, such as 10M")
+
+
+def networks() -> Check:
+    """IP addresses and CIDR blocks, and C{unix} for peers on unix sockets."""
+    return Check(
+        "network_list()",
+        "a comma-separated list of IP addresses or CIDR blocks such as 127.0.0.1, 10.0.0.0/8, "
+        "and unix for clients on a unix socket",
+    )
+
+
+def endpoints() -> Check:
+    """Twisted server endpoint strings."""
+    return Check(
+        "endpoint_list()",
+        "a comma-separated list of Twisted endpoint strings such as tcp:8080 or "
+        "unix:/run/backtracweb.sock",
+    )
+
+
+def log_destination() -> Check:
+    """Where a log goes: a file, twistd's log, or nowhere."""
+    return Check("log_destination()", "a file path, - for twistd's log, or off")
+
+
+def log_format() -> Check:
+    """An access-log format: C{combined} or a template of named fields."""
+    return Check("log_format()", "combined, or a template of {fields} such as {client} {status}")
+
+
+def url_path_or_off() -> Check:
+    """A URL path for a built-in page, or C{off}."""
+    return Check("url_path_or_off()", "off, or a URL path such as /-/status")
+
+
+def file_patterns() -> Check:
+    """Files or glob patterns, for C{include}."""
+    return Check("file_patterns()", "a comma-separated list of file paths or glob patterns")
 
 
 def word() -> Check:
@@ -221,6 +270,122 @@ def check_python_object(value: Any) -> str:
     return value
 
 
+_SIZE = re.compile(r"^(\d+)\s*([KMG]?)i?B?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def check_size(value: Any) -> int:
+    """configobj check C{size}: C{10M} is 10485760."""
+    match = _SIZE.match(_single(value).strip())
+    if not match:
+        raise Invalid(f"expected {size().expected}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+def _as_list(value: Any) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    return [v.strip() for v in values if v.strip()]
+
+
+def check_network_list(value: Any) -> tuple[str, ...]:
+    """configobj check C{network_list}: normalised networks, as strings."""
+    result = []
+    for item in _as_list(value):
+        if item == "unix":
+            result.append(item)
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise Invalid(f"{item!r} is not an IP address or CIDR block; expected "
+                          f"{networks().expected}") from None
+        result.append(item)
+    return tuple(result)
+
+
+# An IPv6 address as the value of interface=, up to the next ":name=".
+_IPV6_CHAR = r"(?:[0-9A-Fa-f.]|:(?![A-Za-z_]+=))"
+_IPV6_INTERFACE = re.compile(rf"(interface=)({_IPV6_CHAR}*:(?![A-Za-z_]+=){_IPV6_CHAR}*)")
+
+
+def _escape_ipv6_interface(endpoint: str) -> str:
+    """
+    Let admins write C{tcp:8080:interface=::1}: Twisted's endpoint syntax
+    separates parameters with colons, so an IPv6 address needs them escaped.
+    """
+    return _IPV6_INTERFACE.sub(lambda m: m.group(1) + m.group(2).replace(":", "\\:"), endpoint)
+
+
+def check_endpoint_list(value: Any) -> tuple[str, ...]:
+    """
+    configobj check C{endpoint_list}: each string must parse as a Twisted
+    server endpoint.  Parsing uses a memory reactor: nothing is bound.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    result = []
+    for item in map(_escape_ipv6_interface, _as_list(value)):
+        if item.startswith("unix:") and not item[5:].lstrip().startswith("/"):
+            raise Invalid(f"{item!r}: a unix socket path must be absolute")
+        try:
+            serverFromString(MemoryReactor(), item)
+        except Exception as e:
+            hint = ""
+            if isinstance(e, ImportError) and "OpenSSL" in str(e):
+                hint = "; TLS needs pyOpenSSL: pip install 'backtracweb[tls]'"
+            raise Invalid(f"{item!r} is not a usable Twisted endpoint: "
+                          f"{type(e).__name__}: {e}{hint}") from None
+        result.append(item)
+    return tuple(result)
+
+
+def check_log_destination(value: Any, *, base: str) -> str:
+    """configobj check C{log_destination}: C{off}, C{-}, or a file in an existing directory."""
+    value = _single(value).strip()
+    if value in ("off", "-"):
+        return value
+    if not value:
+        raise Invalid(f"expected {log_destination().expected}")
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    if os.path.isdir(path):
+        raise Invalid(f"{path} is a directory; expected a file path")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise Invalid(f"directory {os.path.dirname(path)} does not exist")
+    return path
+
+
+def check_log_format(value: Any) -> str:
+    """configobj check C{log_format}: C{combined} or a valid template."""
+    from backtracweb.accesslog import template_errors
+
+    value = value if isinstance(value, str) else ", ".join(value)
+    if value.strip() == "combined":
+        return "combined"
+    problem = template_errors(value)
+    if problem:
+        raise Invalid(problem)
+    return value
+
+
+def check_url_path_or_off(value: Any) -> str:
+    """configobj check C{url_path_or_off}."""
+    value = _single(value).strip()
+    if value == "off":
+        return value
+    segments = value.split("/")[1:]
+    if not value.startswith("/") or value == "/" or any(s in ("", ".", "..") for s in segments):
+        raise Invalid(f"expected {url_path_or_off().expected}")
+    if any(c in value for c in "?#%\\ "):
+        raise Invalid(f"expected {url_path_or_off().expected}, without ?, #, %, \\ or spaces")
+    return value
+
+
+def check_file_patterns(value: Any, *, base: str) -> tuple[str, ...]:
+    """configobj check C{file_patterns}: patterns made absolute (matching is done later)."""
+    return tuple(os.path.normpath(os.path.join(base, os.path.expanduser(v))) for v in _as_list(value))
+
+
 def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
     """
     The check functions configobj lacks, for a file in directory C{base}.
@@ -236,4 +401,11 @@ def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
         "directory_list": bind(check_directory_list),
         "python_module": check_python_module,
         "python_object": check_python_object,
+        "size": check_size,
+        "network_list": check_network_list,
+        "endpoint_list": check_endpoint_list,
+        "log_destination": bind(check_log_destination),
+        "log_format": check_log_format,
+        "url_path_or_off": check_url_path_or_off,
+        "file_patterns": bind(check_file_patterns),
     }

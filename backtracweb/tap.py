@@ -47,7 +47,10 @@ def makeService(options: Options) -> IService:
     from backtracweb.loader import build_service
 
     _report_startup_errors_cleanly()
-    return build_service(options.loaded, reactor)
+    try:
+        return build_service(options.loaded, reactor)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
 
 
 _log = Logger()

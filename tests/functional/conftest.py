@@ -194,15 +194,18 @@ def demo_daemon(make_daemon, site_dir: Path) -> Daemon:
 def wsgi_daemon(make_daemon, site_dir: Path):
     """
     A daemon serving the WSGI test app in tests/functional/apps (module
-    C{testapp}, attribute C{application}), plus any extra INI lines given.
+    C{testapp}, attribute C{application}), plus any extra INI lines given:
+    C{server} lines go into [server], C{extra} (whole sections) at the end.
     """
 
-    def make(extra: str = "", min_threads: int = 2, max_threads: int = 4) -> Daemon:
+    def make(extra: str = "", min_threads: int = 2, max_threads: int = 4,
+             server: str = "") -> Daemon:
         shutil.copytree(APPS, site_dir / "apps", dirs_exist_ok=True)
         return make_daemon(
             textwrap.dedent(f"""
             [server]
             port = {{port}}
+            """) + textwrap.dedent(server) + textwrap.dedent(f"""
             [threadpool]
             min = {min_threads}
             max = {max_threads}

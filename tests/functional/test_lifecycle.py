@@ -191,12 +191,13 @@ def test_pool_started_before_fork_hangs_requests_and_only_daemon_mode_shows_it(
 
 def test_sigterm_stops_daemon_promptly_during_streaming_response(wsgi_daemon):
     """
-    SIGTERM while a never-ending streaming response is in flight closes the
-    connection and stops the daemon within a few seconds, well under the
-    10 s pool stop timeout; the pidfile is removed and nothing is logged
-    as a traceback.
+    SIGTERM while a never-ending streaming response is in flight lets it
+    run for [server] graceful_timeout (1 s here), then cuts it short,
+    naming it in the log, and stops the daemon within a few seconds, well
+    under the pool stop timeout; the pidfile is removed and nothing is
+    logged as a traceback.
     """
-    daemon = wsgi_daemon()
+    daemon = wsgi_daemon(server="graceful_timeout = 1\n")
     daemon.start()
     conn = daemon.connection(timeout=10)
     try:
@@ -210,12 +211,13 @@ def test_sigterm_stops_daemon_promptly_during_streaming_response(wsgi_daemon):
         pid = daemon.pid
         wait_until(lambda: not process_exists(pid), 5, f"daemon pid {pid} to exit after SIGTERM")
         daemon.pid = None
-        assert time.monotonic() - began < 5
+        assert 1 <= time.monotonic() - began < 5
     finally:
         conn.close()
     assert not daemon.pidfile.exists()
     log = daemon.log()
-    assert "Received SIGTERM, shutting down." in log
+    assert "received SIGTERM: stopping" in log
+    assert "stopping: cut short GET /forever from 127.0.0.1 after 1 s" in log
     assert "still busy after" not in log
     assert "Traceback" not in log
 
@@ -232,7 +234,7 @@ def test_sigterm_stops_idle_daemon(wsgi_daemon):
     assert elapsed < 5
     assert not daemon.pidfile.exists()
     log = daemon.log()
-    assert "Received SIGTERM, shutting down." in log
+    assert "received SIGTERM: stopping" in log
     assert "Server Shut Down." in log
     assert "Traceback" not in log
     with pytest.raises(ConnectionRefusedError):

@@ -1,0 +1,99 @@
+"""
+One HTTP connection: Twisted's L{HTTPChannel}, with backtracweb's limits.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+
+_REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
+
+
+class BacktracChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} that
+
+      - gives a client C{idle_timeout} seconds, counted from the connection
+        or the end of its previous response, to send a complete request
+        head: Twisted's own idle timeout restarts at every byte, so a client
+        trickling one header byte a minute (slowloris) would never time out;
+      - refuses a body larger than C{max_body} with 413 as soon as the
+        headers announce it, before reading it (chunked bodies are counted
+        by the request as they arrive);
+      - tells its site when it closes, so draining knows when it is done.
+    """
+
+    _log = Logger()
+    _refused = False
+    _head_deadline = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.connection_made(self)
+        self._start_head_deadline()
+
+    def _start_head_deadline(self) -> None:
+        if self.timeOut:
+            self._head_deadline = self.callLater(self.timeOut, self._head_too_slow)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None and self._head_deadline.active():
+            self._head_deadline.cancel()
+        self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.requests:
+            self.refuse(408, "the request head took longer than [limits] idle_timeout")
+        else:
+            self.transport.abortConnection()
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_deadline()
+        limit = self.site.settings.max_body
+        if self.length is not None and self.length > limit:
+            self.refuse(413, f"its body of {self.length} bytes is over [limits] max_body = {limit}")
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self._refused:
+            super().lineReceived(line)
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def requestDone(self, request) -> None:
+        # Before the parent class runs: it may parse a pipelined request's
+        # head at once, which must cancel this deadline.
+        if self.persistent and not self.site.draining:
+            self._start_head_deadline()
+        super().requestDone(request)
+
+    def refuse(self, code: int, why: str) -> None:
+        """Answer C{code} to the request being received, then close."""
+        if self._refused:
+            return
+        self._refused = True
+        peer = self.transport.getPeer()
+        self._log.info("refused a request from {peer}: {why} ({code})",
+                       peer=getattr(peer, "host", peer), why=why, code=code)
+        body = _REASONS[code] + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
+        )
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_head_deadline()
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.site.connection_lost(self)

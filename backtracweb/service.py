@@ -1,0 +1,229 @@
+"""
+The service twistd runs: the thread pool and the web server, with the
+signals an admin expects.
+
+  SIGHUP   reload the configuration file (what can change without a restart)
+  SIGUSR1  reopen the access log and twistd's log file (for logrotate)
+  SIGTERM  drain: stop accepting, let requests in flight finish for up to
+           [server] graceful_timeout seconds, then exit; a second SIGTERM
+           (or SIGINT) cuts the drain short
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.logfile import BaseLogFile
+
+from backtracweb.config import RESTART_KEYS, RESTART_SECTIONS, Config, load_config
+from backtracweb.errors import ConfigError
+from backtracweb.pool import ThreadPoolService
+from backtracweb.server import WebService
+from backtracweb.website import SiteSettings
+
+
+class BacktracService(MultiService):
+    """
+    The top of the service tree: a L{ThreadPoolService} named
+    C{threadpool} and a L{WebService} named C{web}, started in that order
+    and stopped in the reverse one, each waiting for the other: requests
+    drain before their threads are joined.
+
+    @ivar config: the configuration in force (the last one loaded).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        pool: ThreadPoolService,
+        web: WebService,
+        make_settings: Callable[[Config], SiteSettings],
+        reactor,
+    ) -> None:
+        super().__init__()
+        self.setName("backtracweb")
+        self.config = config
+        self._started_config = config
+        self._make_settings = make_settings
+        self._reactor = reactor
+        self._previous_handlers: dict[int, object] = {}
+        self._twistd_log: BaseLogFile | None = None
+        self._stopping = False
+        pool.setName("threadpool")
+        pool.setServiceParent(self)
+        web.setName("web")
+        web.setServiceParent(self)
+
+    @property
+    def pool(self) -> ThreadPoolService:
+        return self.getServiceNamed("threadpool")
+
+    @property
+    def web(self) -> WebService:
+        return self.getServiceNamed("web")
+
+    def startService(self) -> None:
+        super().startService()
+        # After reactor.run() has installed its own handlers, which ours replace.
+        self._reactor.callWhenRunning(self.install_signal_handlers)
+
+    def stopService(self) -> Deferred[None]:
+        self._stopping = True
+        Service.stopService(self)
+        self._restore_signal_handlers()
+        stopped = maybeDeferred(self.web.stopService)
+        stopped.addBoth(lambda _: self.pool.stopService())
+        stopped.addBoth(lambda _: self.web.site.settings.access_log.close())
+        return stopped
+
+    # -- signals ---------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """Take over SIGHUP, SIGUSR1, SIGTERM and SIGINT."""
+        self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
+        actions = {
+            signal.SIGHUP: self.reload,
+            signal.SIGUSR1: self.reopen_logs,
+            signal.SIGTERM: self.stop,
+            signal.SIGINT: self.stop,
+        }
+        for signum, action in actions.items():
+            self._previous_handlers[signum] = signal.signal(signum, self._handler(action))
+
+    def _handler(self, action: Callable[[str], None]):
+        def handle(signum: int, frame: object) -> None:
+            # Signal handlers interrupt the reactor; act from the reactor loop.
+            self._reactor.callFromThread(action, signal.Signals(signum).name)
+
+        return handle
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def stop(self, signame: str = "stop request") -> None:
+        """Drain and exit; when already draining, cut the drain short."""
+        if not self._stopping:
+            self._log.info("received {signal}: stopping", signal=signame)
+            self._reactor.stop()
+        else:
+            self._log.warn("received {signal} while stopping: cutting requests in flight short",
+                           signal=signame)
+            self.web.site.cut_short()
+
+    def reopen_logs(self, signame: str = "reopen request") -> None:
+        """Reopen the access log and twistd's log file at their paths."""
+        try:
+            self.web.site.settings.access_log.reopen()
+        except OSError as e:
+            self._log.error("received {signal}: cannot reopen the access log: {error}",
+                            signal=signame, error=e)
+        if self._twistd_log is not None:
+            self._twistd_log.reopen()
+        self._log.info("received {signal}: log files reopened", signal=signame)
+
+    # -- reloading ---------------------------------------------------------------
+
+    def reload(self, signame: str = "reload request") -> None:
+        """
+        Read the configuration file again and apply what can change while
+        running: pool size, static mappings, logs, proxies, limits, status
+        page, graceful timeout.  The listening addresses and the
+        application need a restart and stay as they are.  An invalid file
+        changes nothing.
+        """
+        path = self.config.path
+        if self._stopping:
+            self._log.info("received {signal} while stopping: not reloading", signal=signame)
+            return
+        self._log.info("received {signal}: reloading {path}", signal=signame, path=path)
+        try:
+            new = load_config(path)
+            settings = self._make_settings(new)
+        except ConfigError as e:
+            for problem in e.problems:
+                self._log.error("reload: {problem}", problem=problem)
+            self._not_reloaded(f"{len(e.problems)} problem(s) in the configuration")
+            return
+
+        for section, key, old, value in _differences(self._started_config, new):
+            if section in RESTART_SECTIONS or (section, key) in RESTART_KEYS:
+                self._log.warn(
+                    "reload: [{section}] {key} changed from {old} to {new}; this takes a "
+                    "restart, so the running server keeps {old}",
+                    section=section, key=key, old=_show(old), new=_show(value),
+                )
+        changes = [
+            f"[{section}] {key} {_show(old)} -> {_show(value)}"
+            for section, key, old, value in _differences(self.config, new)
+            if section not in RESTART_SECTIONS and (section, key) not in RESTART_KEYS
+        ]
+
+        # Everything that could fail has been done; now swap it all in.
+        site = self.web.site
+        old_settings = site.settings
+        self.pool.pool.adjustPoolsize(new.min_threads, new.max_threads)
+        site.settings = settings
+        old_settings.access_log.close()
+        self.config = new
+        self._log.info("reload: done; changed: {changes}",
+                       changes=", ".join(changes) or "nothing")
+
+    def _not_reloaded(self, why: str) -> None:
+        self._log.error(
+            "reload: {why}; nothing changed, still serving with {path} as loaded at {when}",
+            why=why, path=self.config.path, when=_when(self.config.loaded_at),
+        )
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "(empty)"
+    return str(value)
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _differences(old: Config, new: Config):
+    """(section, key, old value, new value) for every value that differs."""
+    for section, values in new.values.items():
+        previous = old.values.get(section, {})
+        for key, value in values.items():
+            if previous.get(key) != value:
+                yield section, key, previous.get(key), value
+    old_static = {m.prefix: m.directory for m in old.static}
+    new_static = {m.prefix: m.directory for m in new.static}
+    for prefix in sorted(old_static.keys() | new_static.keys()):
+        if old_static.get(prefix) != new_static.get(prefix):
+            yield "static", prefix, old_static.get(prefix), new_static.get(prefix)
+
+
+def _twistd_log_file(handler: object) -> BaseLogFile | None:
+    """
+    The log file twistd writes to, found in its SIGUSR1 handler.
+
+    twistd keeps its L{LogFile} to itself and, on SIGUSR1, I{rotates} it by
+    renaming, which fights logrotate; the file object is only reachable
+    through the closure of that handler, so we look there and reopen it
+    instead.  With C{-n} or C{--logfile -} there is no such handler.
+    """
+    for cell in getattr(handler, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, BaseLogFile):
+            return value
+    return None

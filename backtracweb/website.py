@@ -1,0 +1,158 @@
+"""
+The site: Twisted's L{Site} with settings that can be swapped while it
+runs, an access log, counters for the status page, and a graceful drain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from backtracweb.accesslog import AccessLog
+from backtracweb.channel import BacktracChannel
+from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.request import BacktracRequest
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """
+    Everything about serving that SIGHUP may change, swapped as one value
+    so a reload is never half-applied.
+
+    @ivar routes: the static mappings, as L{resource.SiteRoot} routes them.
+    """
+
+    routes: tuple
+    access_log: AccessLog
+    proxies: TrustedProxies
+    max_body: int
+    max_header_bytes: int
+    max_headers: int
+    idle_timeout: float
+    max_queue: int
+    status_path: bytes | None
+    status_allow: Addresses
+    graceful_timeout: float
+    config_file: str
+    loaded_at: float
+
+
+class Stats:
+    """Counters for the status page, updated on the reactor thread only."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.requests = 0
+        self.by_class = {f"{n}xx": 0 for n in range(1, 6)}
+        self.bytes_sent = 0
+        self.refused_overload = 0
+
+    def count(self, status: int, sent: int) -> None:
+        self.requests += 1
+        key = f"{status // 100}xx"
+        if key in self.by_class:
+            self.by_class[key] += 1
+        self.bytes_sent += sent
+
+
+class BacktracSite(Site):
+    """
+    The site every listening endpoint shares.
+
+    It speaks HTTP/1.1 through L{BacktracChannel} directly: Twisted's
+    default wrapper exists to switch to HTTP/2, which needs an optional
+    library, and it hides the channel from the site.
+    """
+
+    displayTracebacks = False
+    noisy = False
+    requestFactory = BacktracRequest
+    protocol = BacktracChannel
+    _log = Logger()
+
+    def __init__(self, root, settings: SiteSettings, reactor) -> None:
+        super().__init__(root, reactor=reactor)
+        self.settings = settings
+        self.connections: set[BacktracChannel] = set()
+        self.stats = Stats()
+        self.draining = False
+        self._drained: Deferred[None] | None = None
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        settings = self.settings
+        channel.timeOut = settings.idle_timeout
+        channel.totalHeadersSize = settings.max_header_bytes
+        channel.maxHeaders = settings.max_headers
+        return channel
+
+    # -- connections --------------------------------------------------------
+
+    def connection_made(self, channel: BacktracChannel) -> None:
+        self.connections.add(channel)
+
+    def connection_lost(self, channel: BacktracChannel) -> None:
+        self.connections.discard(channel)
+        if self._drained is not None and not self.connections and not self._drained.called:
+            self._drained.callback(None)
+
+    def in_flight(self) -> list[BacktracRequest]:
+        """The requests received and not yet answered in full."""
+        return [r for c in self.connections for r in c.requests if hasattr(r, "method")]
+
+    # -- logging --------------------------------------------------------------
+
+    def log(self, request: BacktracRequest) -> None:
+        """Count a finished (or abandoned) request and write its access-log line."""
+        self.stats.count(request.code, request.sentLength)
+        self.settings.access_log.write(request.entry())
+
+    # -- stopping -------------------------------------------------------------
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Close idle connections now and the others once their response is
+        complete; after C{timeout} seconds close whatever is left, logging
+        the requests it cuts short.  Fires when no connection remains.
+        """
+        self.draining = True
+        self._drained = Deferred()
+        for channel in list(self.connections):
+            if channel.requests:
+                channel.persistent = False  # closes once its response is done
+                for request in channel.requests:
+                    if not request.startedWriting:
+                        request.setHeader(b"connection", b"close")
+            else:
+                channel.transport.loseConnection()
+        if not self.connections:
+            self._drained.callback(None)
+            return self._drained
+        deadline = self.reactor.callLater(timeout, self.cut_short, timeout)
+
+        def drained(result: object) -> object:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return self._drained.addBoth(drained)
+
+    def cut_short(self, timeout: float | None = None) -> None:
+        """Abort every remaining connection, naming the requests cut short."""
+        for request in self.in_flight():
+            client = getattr(request.getClientAddress(), "host", "-")
+            after = f" after {timeout:g} s ([server] graceful_timeout)" if timeout is not None else ""
+            self._log.warn(
+                "stopping: cut short {method} {path} from {client}{after}",
+                method=request.method.decode("latin-1"),
+                path=request.uri.decode("latin-1"),
+                client=client,
+                after=after,
+            )
+        for channel in list(self.connections):
+            channel.transport.abortConnection()
+
