@@ -47,7 +47,7 @@ class ThreadPoolService(Service):
     def __init__(self, pool: ThreadPool, reactor, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.pool = pool
         self._reactor = reactor
-        self._stop_timeout = stop_timeout
+        self.stop_timeout = stop_timeout
 
     def startService(self) -> None:
         super().startService()
@@ -69,12 +69,12 @@ class ThreadPoolService(Service):
             self._reactor.callFromThread(fire)
 
         threading.Thread(target=join, name="backtracweb-pool-stop", daemon=True).start()
-        return stopped.addTimeout(self._stop_timeout, self._reactor, onTimeoutCancel=self._gave_up)
+        return stopped.addTimeout(self.stop_timeout, self._reactor, onTimeoutCancel=self._gave_up)
 
     def _gave_up(self, result: object, timeout: float) -> None:
         busy = len(self.pool.working)
         self._log.warn(
-            "{busy} worker thread(s) still busy after {timeout} seconds; stopping without them",
+            "{busy} worker thread(s) still busy after {timeout:.1f} seconds; stopping without them",
             busy=busy,
             timeout=timeout,
         )

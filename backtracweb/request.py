@@ -45,7 +45,9 @@ class BacktracRequest(server.Request):
     _bad_target = False
     peer = ""
     """The address of the connection's other end (a proxy, maybe), or C{unix}."""
-    _received = 0
+    _body_bytes = 0
+    received = False
+    """Whether the whole request has arrived (Twisted's placeholders say nothing)."""
 
     def __init__(self, channel, *args, **kwargs) -> None:
         super().__init__(channel, *args, **kwargs)
@@ -53,14 +55,15 @@ class BacktracRequest(server.Request):
         self._started = time.monotonic()
 
     def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
+        self._body_bytes += len(data)
         limit = self.channel.site.settings.max_body
-        if self._received > limit:
+        if self._body_bytes > limit:
             self.channel.refuse(413, f"its chunked body is over [limits] max_body = {limit}")
             return
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.received = True
         absolute = _ABSOLUTE_FORM.match(path)
         if absolute:
             authority, path = absolute.group(1), absolute.group(2) or b"/"
@@ -122,7 +125,7 @@ class BacktracRequest(server.Request):
         self.setHost(name, int(port) if port else (443 if secure else 80), ssl=secure)
 
     def connectionLost(self, reason) -> None:
-        unfinished = not self.finished and hasattr(self, "method")
+        unfinished = self.received and not self.finished
         site = self.channel.site  # the parent class forgets the channel
         super().connectionLost(reason)
         if unfinished:

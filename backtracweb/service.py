@@ -71,31 +71,47 @@ class BacktracService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        # After reactor.run() has installed its own handlers, which ours replace.
-        self._reactor.callWhenRunning(self.install_signal_handlers)
+        # SIGHUP and SIGUSR1 at once: until then SIGHUP would kill the daemon.
+        # SIGTERM and SIGINT once reactor.run() has installed its own
+        # handlers, which ours then replace.
+        self.install_signal_handlers(signal.SIGHUP, signal.SIGUSR1)
+        self._reactor.callWhenRunning(self.install_signal_handlers, signal.SIGTERM, signal.SIGINT)
 
     def stopService(self) -> Deferred[None]:
+        # Our signal handlers stay: a second SIGTERM must cut the drain
+        # short, and SIGHUP's default action would kill the daemon mid-drain.
         self._stopping = True
         Service.stopService(self)
-        self._restore_signal_handlers()
+        deadline = self._reactor.seconds() + self.web.site.settings.graceful_timeout
+
+        def stop_pool(_: object) -> Deferred[None]:
+            # Threads still running application code after the drain's
+            # deadline are not waited for: graceful_timeout bounds the exit.
+            self.pool.stop_timeout = max(deadline - self._reactor.seconds(), 0.5)
+            return self.pool.stopService()
+
         stopped = maybeDeferred(self.web.stopService)
-        stopped.addBoth(lambda _: self.pool.stopService())
+        stopped.addBoth(stop_pool)
         stopped.addBoth(lambda _: self.web.site.settings.access_log.close())
         return stopped
 
     # -- signals ---------------------------------------------------------------
 
-    def install_signal_handlers(self) -> None:
-        """Take over SIGHUP, SIGUSR1, SIGTERM and SIGINT."""
-        self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
+    def install_signal_handlers(self, *signums: int) -> None:
+        """Take over the given signals (SIGHUP, SIGUSR1, SIGTERM, SIGINT)."""
         actions = {
             signal.SIGHUP: self.reload,
             signal.SIGUSR1: self.reopen_logs,
             signal.SIGTERM: self.stop,
             signal.SIGINT: self.stop,
         }
-        for signum, action in actions.items():
-            self._previous_handlers[signum] = signal.signal(signum, self._handler(action))
+        if signal.SIGUSR1 in signums:
+            self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
+        for signum in signums:
+            if self._stopping:
+                return
+            previous = signal.signal(signum, self._handler(actions[signum]))
+            self._previous_handlers.setdefault(signum, previous)
 
     def _handler(self, action: Callable[[str], None]):
         def handle(signum: int, frame: object) -> None:
@@ -104,7 +120,8 @@ class BacktracService(MultiService):
 
         return handle
 
-    def _restore_signal_handlers(self) -> None:
+    def restore_signal_handlers(self) -> None:
+        """Give the signals back to whoever had them (for tests and embedding)."""
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()

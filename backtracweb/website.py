@@ -102,7 +102,7 @@ class BacktracSite(Site):
 
     def in_flight(self) -> list[BacktracRequest]:
         """The requests received and not yet answered in full."""
-        return [r for c in self.connections for r in c.requests if hasattr(r, "method")]
+        return [r for c in self.connections for r in c.requests if r.received]
 
     # -- logging --------------------------------------------------------------
 

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from benchsite import views
+
+urlpatterns = [
+    path("tiny", views.tiny),
+    path("page", views.page),
+    path("io", views.io),
+]

@@ -1,0 +1,351 @@
+"""
+Unit tests for L{BacktracSite.drain} and L{BacktracSite.cut_short}: how
+the site stops (SIGTERM) without cutting requests in flight short, unless
+they outlast C{[server] graceful_timeout}.
+
+No reactor runs: connections are real L{BacktracChannel}s over
+L{StringTransport}s, and the site's reactor is a L{Clock}.  A
+L{StringTransport} only records that it was closed, so the tests tell the
+channel its connection is gone, as the reactor would.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from backtracweb.accesslog import AccessLog
+from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.website import BacktracSite, SiteSettings
+
+
+@pytest.fixture(autouse=True)
+def no_global_reactor():
+    """Fail any test that imports the global reactor."""
+    before = "twisted.internet.reactor" in sys.modules
+    yield
+    if not before:
+        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
+
+
+TIMEOUT = 30.0
+
+
+class Root(Resource):
+    """C{/slow...} paths are answered by the test; others at once."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[bytes] = []
+        self.pending: list = []
+
+    def render(self, request):
+        self.calls.append(request.uri)
+        if request.path.startswith(b"/slow"):
+            self.pending.append(request)
+            return NOT_DONE_YET
+        return b"ok"
+
+
+def make_site() -> tuple[BacktracSite, Root, Clock]:
+    settings = SiteSettings(
+        routes=(),
+        access_log=AccessLog("off").open(),
+        proxies=TrustedProxies(()),
+        max_body=1024,
+        max_header_bytes=8192,
+        max_headers=50,
+        idle_timeout=60.0,
+        max_queue=10,
+        status_path=None,
+        status_allow=Addresses(()),
+        graceful_timeout=TIMEOUT,
+        config_file="/etc/backtrac.ini",
+        loaded_at=0.0,
+    )
+    clock, root = Clock(), Root()
+    return BacktracSite(root, settings, clock), root, clock
+
+
+class Conn:
+    """A client connection to the site."""
+
+    def __init__(self, site: BacktracSite, host: str = "198.51.100.4") -> None:
+        peer = IPv4Address("TCP", host, 40000)
+        self.channel = site.buildProtocol(peer)
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer
+        )
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> "Conn":
+        self.channel.dataReceived(data)
+        return self
+
+    def request(self, path: bytes) -> "Conn":
+        return self.send(b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting or self.transport.disconnected
+
+    def lost(self, reason=ConnectionDone) -> None:
+        """The connection went away, as the reactor would report after a close."""
+        self.channel.connectionLost(Failure(reason()))
+
+
+def fired(d) -> list:
+    results: list = []
+    d.addBoth(results.append)
+    return results
+
+
+def cut_short_calls(clock: Clock) -> list:
+    return [c for c in clock.getDelayedCalls() if c.func.__name__ == "cut_short"]
+
+
+class TestDrain:
+    def test_empty_site(self):
+        """A site without connections drains at once, leaving no timer."""
+        site, _, clock = make_site()
+        results = fired(site.drain(TIMEOUT))
+        assert results == [None]
+        assert site.draining
+        assert clock.getDelayedCalls() == []
+
+    def test_idle_connections_closed_at_once(self):
+        """
+        Idle connections, fresh or kept alive after a response, are closed
+        at once; the drain is done when the last of them is gone.
+        """
+        site, _, clock = make_site()
+        fresh = Conn(site)
+        kept = Conn(site).request(b"/done")
+        assert not kept.closed
+        results = fired(site.drain(TIMEOUT))
+        assert fresh.closed and kept.closed
+        assert results == []
+        fresh.lost()
+        assert results == []
+        kept.lost()
+        assert results == [None]
+        assert site.connections == set()
+        assert cut_short_calls(clock) == []
+
+    def test_busy_connection_closes_after_response(self):
+        """
+        A connection with a request in flight is left to finish it: the
+        response says C{Connection: close}, the connection closes once it
+        is sent, and then the drain is done.
+        """
+        site, root, clock = make_site()
+        busy = Conn(site).request(b"/slow")
+        results = fired(site.drain(TIMEOUT))
+        assert not busy.closed
+        assert busy.channel.persistent is False
+        clock.advance(TIMEOUT - 1)
+        assert results == [] and not busy.closed
+        [request] = root.pending
+        request.write(b"finished")
+        request.finish()
+        response = busy.transport.value()
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nConnection: close\r\n" in response
+        assert response.endswith(b"\r\n\r\n8\r\nfinished\r\n0\r\n\r\n")
+        assert busy.closed
+        assert results == []
+        busy.lost()
+        assert results == [None]
+        assert cut_short_calls(clock) == []
+
+    def test_response_already_started(self):
+        """
+        A response whose headers were already sent is not changed, and its
+        connection still closes once it is complete.
+        """
+        site, root, _ = make_site()
+        busy = Conn(site).request(b"/slow")
+        [request] = root.pending
+        request.write(b"part one, ")
+        results = fired(site.drain(TIMEOUT))
+        request.write(b"part two")
+        request.finish()
+        assert b"Connection: close" not in busy.transport.value()
+        assert busy.closed
+        busy.lost()
+        assert results == [None]
+
+    def test_mixed(self):
+        """Idle connections close at once while busy ones finish; the drain waits for all."""
+        site, root, _ = make_site()
+        idle, busy = Conn(site), Conn(site).request(b"/slow")
+        results = fired(site.drain(TIMEOUT))
+        assert idle.closed and not busy.closed
+        idle.lost()
+        assert results == []
+        root.pending[0].finish()
+        assert busy.closed
+        busy.lost()
+        assert results == [None]
+
+    def test_pipelined_request_not_started(self):
+        """
+        A request pipelined behind one in flight is not served once
+        draining: the connection closes after the first response, which
+        told the client so.
+        """
+        site, root, _ = make_site()
+        busy = Conn(site).send(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        site.drain(TIMEOUT)
+        root.pending[0].finish()
+        assert root.calls == [b"/slow"]
+        assert busy.closed
+        assert busy.transport.value().count(b"HTTP/1.1 ") == 1
+
+    def test_no_head_deadline_while_draining(self):
+        """
+        Once draining, a finished request starts no new head deadline: the
+        connection is closing.
+        """
+        site, root, clock = make_site()
+        busy = Conn(site).request(b"/slow")
+        site.drain(TIMEOUT)
+        root.pending[0].finish()
+        assert busy.channel._head_deadline is None
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="BUG: drain sets persistent=False on a connection whose request head is still "
+        "arriving, but HTTPChannel.allHeadersReceived recomputes persistent from the request "
+        "(True for HTTP/1.1): the response says Connection: close, yet the server keeps the "
+        "connection open, and the drain waits for the client or the graceful timeout",
+    )
+    def test_head_arriving_when_drain_starts(self):
+        """
+        A connection whose request head is still arriving when the drain
+        starts is served, then closed after that response.
+        """
+        site, root, _ = make_site()
+        arriving = Conn(site).send(b"GET /now HTTP/1.1\r\nHost: x\r\n")
+        site.drain(TIMEOUT)
+        arriving.send(b"\r\n")
+        assert root.calls == [b"/now"]
+        assert b"Connection: close" in arriving.transport.value()
+        assert arriving.closed
+
+
+class TestCutShort:
+    def test_timeout(self):
+        """
+        At the graceful timeout, every request still in flight is logged as
+        cut short, naming method, path, client and the timeout, and every
+        remaining connection is aborted; the drain is done once they are gone.
+        """
+        site, root, clock = make_site()
+        first = Conn(site, "198.51.100.4").request(b"/slow/report?year=2026")
+        second = Conn(site, "203.0.113.9").send(
+            b"POST /slow/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        idle = Conn(site)
+        results = fired(site.drain(TIMEOUT))
+        idle.lost()
+        with capturedLogs() as events:
+            clock.advance(TIMEOUT - 0.1)
+            assert events == [] and not first.closed
+            clock.advance(0.1)
+        assert sorted((e["log_level"], formatEvent(e)) for e in events) == [
+            (
+                LogLevel.warn,
+                "stopping: cut short GET /slow/report?year=2026 from 198.51.100.4 after 30 s "
+                "([server] graceful_timeout)",
+            ),
+            (
+                LogLevel.warn,
+                "stopping: cut short POST /slow/upload from 203.0.113.9 after 30 s "
+                "([server] graceful_timeout)",
+            ),
+        ]
+        assert first.transport.disconnected and second.transport.disconnected
+        assert results == []
+        first.lost(ConnectionAborted)
+        second.lost(ConnectionAborted)
+        assert results == [None]
+
+    def test_called_directly(self):
+        """
+        Called without a timeout (a second SIGTERM), C{cut_short} names the
+        requests without mentioning the timeout, and aborts at once.
+        """
+        site, _, clock = make_site()
+        busy = Conn(site).request(b"/slow")
+        results = fired(site.drain(TIMEOUT))
+        with capturedLogs() as events:
+            site.cut_short()
+        assert [formatEvent(e) for e in events] == ["stopping: cut short GET /slow from 198.51.100.4"]
+        assert busy.transport.disconnected
+        busy.lost(ConnectionAborted)
+        assert results == [None]
+        assert cut_short_calls(clock) == []  # the timeout was cancelled
+
+    def test_partial_request_not_named(self):
+        """
+        A connection whose request has not fully arrived is aborted too,
+        but there is no request to name yet.
+        """
+        site, _, clock = make_site()
+        partial = Conn(site).send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
+        assert site.in_flight() == []
+        fired(site.drain(TIMEOUT))
+        with capturedLogs() as events:
+            clock.advance(TIMEOUT)
+        assert events == []
+        assert partial.transport.disconnected
+
+    def test_abandoned_request_logged(self):
+        """A request cut short is written to the access log as abandoned (499)."""
+        site, _, clock = make_site()
+        busy = Conn(site).request(b"/slow")
+        site.drain(TIMEOUT)
+        clock.advance(TIMEOUT)
+        with capturedLogs():
+            busy.lost(ConnectionAborted)
+        assert (site.stats.requests, site.stats.by_class["4xx"]) == (1, 1)
+
+
+class TestInFlight:
+    def test_in_flight(self):
+        """C{in_flight} lists the requests received and not yet answered."""
+        site, root, _ = make_site()
+        Conn(site).request(b"/done")
+        Conn(site).request(b"/slow")
+        Conn(site).send(b"GET /partial HTTP/1.1\r\n")
+        assert [r.uri for r in site.in_flight()] == [b"/slow"]
+
+    def test_answered_requests_leave(self):
+        """A request answered in full is no longer in flight."""
+        site, root, _ = make_site()
+        Conn(site).request(b"/slow")
+        assert [r.uri for r in site.in_flight()] == [b"/slow"]
+        root.pending[0].finish()
+        assert site.in_flight() == []
+
+    def test_connections_tracked(self):
+        """The site knows each open connection until it is lost."""
+        site, _, _ = make_site()
+        a, b = Conn(site), Conn(site)
+        assert site.connections == {a.channel, b.channel}
+        a.lost()
+        assert site.connections == {b.channel}
