@@ -39,6 +39,9 @@ FIELDS: Mapping[str, str] = {
 }
 """The fields an C{access_format} template may use, as C{{name}}."""
 
+# Module level: a Logger on a class takes the class's name as namespace.
+_access_log = Logger(namespace="backtracweb.access")
+
 OFF = "off"
 TWISTD_LOG = "-"
 
@@ -46,29 +49,39 @@ TWISTD_LOG = "-"
 def template_errors(template: str) -> str | None:
     """Why C{template} is not a usable format, or None if it is."""
     try:
-        names = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+        fields = [(name, spec, conversion)
+                  for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as e:
         return f"not a valid template ({e}); write fields as {{name}} and braces as {{{{ }}}}"
-    unknown = [name for name in names if name not in FIELDS]
-    if unknown:
-        return f"unknown field {{{unknown[0]}}}; known fields: {', '.join(FIELDS)}"
+    for name, _, _ in fields:
+        if name not in FIELDS:
+            return f"unknown field {{{name}}}; known fields: {', '.join(FIELDS)}"
+    # Every field is text when a line is written: try the template on text.
+    try:
+        template.format_map({name: "-" for name in FIELDS})
+    except (ValueError, TypeError) as e:
+        return f"the template cannot be filled in: {e} (every field is text)"
     return None
 
 
-def _escape(value: str | bytes) -> str:
-    """Make a client-supplied value safe for one log line (no quotes, no newlines)."""
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if value.isprintable() and '"' not in value and "\\" not in value:
-        return value
+def _escape(value: bytes) -> str:
+    """
+    Make a client-supplied value safe for one log line, as nginx does:
+    quotes and backslashes escaped, every byte outside printable ASCII as
+    C{\\xHH}, so a line can neither be split nor forged.
+    """
+    text = value.decode("latin-1")  # one character per byte
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text
     out = []
-    for char in value:
+    for char in text:
         if char in '"\\':
             out.append("\\" + char)
-        elif char.isprintable() and ord(char) < 128:
+        elif char.isascii() and char.isprintable():
             out.append(char)
         else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+            out.append(f"\\x{ord(char):02x}")
     return "".join(out)
 
 
@@ -114,8 +127,6 @@ class AccessLog:
     Opening happens in L{open}, so that a reload can open the new file
     first and swap only if that worked.
     """
-
-    _log = Logger(namespace="backtracweb.access")
 
     def __init__(self, destination: str, template: str = "combined") -> None:
         self.destination = destination
@@ -165,7 +176,7 @@ class AccessLog:
         pass
 
     def _to_twistd_log(self, line: str) -> None:
-        self._log.info("{line}", line=line)
+        _access_log.info("{line}", line=line)
 
     def _to_file(self, line: str) -> None:
         os.write(self._fd, (line + "\n").encode("utf-8", "backslashreplace"))

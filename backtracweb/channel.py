@@ -27,6 +27,8 @@ class BacktracChannel(HTTPChannel):
     _log = Logger()
     _refused = False
     _head_deadline = None
+    idle_timeout: float | None = None
+    """Seconds for a request head to arrive; set by the site for each connection."""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -34,8 +36,9 @@ class BacktracChannel(HTTPChannel):
         self._start_head_deadline()
 
     def _start_head_deadline(self) -> None:
-        if self.timeOut:
-            self._head_deadline = self.callLater(self.timeOut, self._head_too_slow)
+        # Not self.timeOut: Twisted clears it while a request is handled.
+        if self.idle_timeout:
+            self._head_deadline = self.callLater(self.idle_timeout, self._head_too_slow)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None and self._head_deadline.active():
@@ -68,6 +71,13 @@ class BacktracChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         if not self._refused:
             super().allContentReceived()
+
+    def checkPersistence(self, request, version: bytes) -> bool:
+        # A request whose head completes during a drain is the last one.
+        if self.site.draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
 
     def requestDone(self, request) -> None:
         # Before the parent class runs: it may parse a pipelined request's

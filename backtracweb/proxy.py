@@ -25,12 +25,13 @@ class Forwarded:
     """
     What the proxies said about the original request.
 
-    @ivar client: the client's IP address.
+    @ivar client: the client's IP address, or None when the proxy hid it
+        (C{for=unknown} or an obfuscated name).
     @ivar scheme: C{http} or C{https}, or None when no proxy said.
     @ivar host: the Host the client asked for, or None when no proxy said.
     """
 
-    client: str
+    client: str | None
     scheme: str | None = None
     host: str | None = None
 
@@ -108,15 +109,14 @@ class TrustedProxies(Addresses):
             address = _strip_port(hop.get("for", ""))
             if address and self.trusts(address) and hop is not hops[0]:
                 continue
-            if not _is_ip(address):
-                return None
-            scheme = hop.get("proto", "").lower() or None
-            host = hop.get("host") or None
-            return Forwarded(
-                client=str(ipaddress.ip_address(address)),
+            scheme = hop.get("proto", "").lower()
+            host = hop.get("host", "")
+            forwarded = Forwarded(
+                client=str(ipaddress.ip_address(address)) if _is_ip(address) else None,
                 scheme=scheme if scheme in ("http", "https") else None,
-                host=host if host and _HOST.match(host) else None,
+                host=host if _HOST.match(host) else None,
             )
+            return forwarded if forwarded != Forwarded(None) else None
         return None
 
 

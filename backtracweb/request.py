@@ -104,14 +104,15 @@ class BacktracRequest(server.Request):
             return
         headers = {}
         for name in _FORWARDING:
-            values = self.requestHeaders.getRawHeaders(name)
+            values = self.requestHeaders.getRawHeaders(name.encode("ascii"))
             if values:
                 headers[name] = ",".join(v.decode("latin-1") for v in values)
         forwarded = proxies.resolve(peer, headers) if headers else None
         if forwarded is None:
             return
-        family = IPv6Address if ":" in forwarded.client else IPv4Address
-        self.client = family("TCP", forwarded.client, 0)
+        if forwarded.client is not None:
+            family = IPv6Address if ":" in forwarded.client else IPv4Address
+            self.client = family("TCP", forwarded.client, 0)
         if forwarded.scheme or forwarded.host:
             secure = (forwarded.scheme or ("https" if self.isSecure() else "http")) == "https"
             host = forwarded.host.encode("latin-1") if forwarded.host else None

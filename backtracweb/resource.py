@@ -76,7 +76,7 @@ class SiteRoot(Resource):
         super().__init__()
         self.app: IResource | None = None
         self.pool: ThreadPool | None = None
-        self._last_warning = 0.0
+        self._last_warning = float("-inf")
 
     def render(self, request: Request) -> bytes | int:
         settings = request.site.settings

@@ -49,7 +49,8 @@ def _readable(description: str) -> str:
     parts = description.replace("\\:", "\0").split(":")
     if parts[0] in ("tcp", "tcp6") and len(parts) >= 2:
         options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
-        host = options.get("interface", "0.0.0.0").replace("\0", ":")
+        default = "::" if parts[0] == "tcp6" else "0.0.0.0"
+        host = options.get("interface", default).replace("\0", ":")
         return f"[{host}]:{parts[1]}" if ":" in host else f"{host}:{parts[1]}"
     return description
 

@@ -129,6 +129,7 @@ class BacktracService(MultiService):
     def stop(self, signame: str = "stop request") -> None:
         """Drain and exit; when already draining, cut the drain short."""
         if not self._stopping:
+            self._stopping = True
             self._log.info("received {signal}: stopping", signal=signame)
             self._reactor.stop()
         else:
@@ -138,14 +139,15 @@ class BacktracService(MultiService):
 
     def reopen_logs(self, signame: str = "reopen request") -> None:
         """Reopen the access log and twistd's log file at their paths."""
+        if self._twistd_log is not None:
+            self._twistd_log.reopen()
         try:
             self.web.site.settings.access_log.reopen()
         except OSError as e:
-            self._log.error("received {signal}: cannot reopen the access log: {error}",
-                            signal=signame, error=e)
-        if self._twistd_log is not None:
-            self._twistd_log.reopen()
-        self._log.info("received {signal}: log files reopened", signal=signame)
+            self._log.error("received {signal}: cannot reopen the access log, still writing "
+                            "to the old file: {error}", signal=signame, error=e)
+        else:
+            self._log.info("received {signal}: log files reopened", signal=signame)
 
     # -- reloading ---------------------------------------------------------------
 

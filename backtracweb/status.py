@@ -69,9 +69,14 @@ def prometheus(data: dict) -> str:
     metric("refused_overload_total", "counter", "Requests refused with 503 for lack of threads.",
            [("", data["refused_overload"])])
     metric("sent_bytes_total", "counter", "Response body bytes sent.", [("", data["bytes_sent"])])
-    lines.append(f'backtracweb_config_info{{file="{data["config_file"]}",'
-                 f'loaded_at="{data["config_loaded_at"]}"}} 1')
+    lines.append(f'backtracweb_config_info{{file="{_label(data["config_file"])}",'
+                 f'loaded_at="{_label(data["config_loaded_at"])}"}} 1')
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def wants_prometheus(request: Request) -> bool:

@@ -85,8 +85,10 @@ class BacktracSite(Site):
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
         settings = self.settings
-        channel.timeOut = settings.idle_timeout
+        channel.timeOut = channel.idle_timeout = settings.idle_timeout
         channel.totalHeadersSize = settings.max_header_bytes
+        # One header line may be as long as all of them together.
+        channel.MAX_LENGTH = settings.max_header_bytes
         channel.maxHeaders = settings.max_headers
         return channel
 

@@ -158,12 +158,6 @@ class TestTemplateErrors:
             f"not a valid template ({problem}); write fields as {{name}} and braces as {{{{ }}}}"
         )
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: template_errors only checks field names; a format spec or conversion that "
-        "fails on the field's str value ({status:d}, {bytes:,}, {status!z}) is accepted and then "
-        "raises ValueError in AccessLog.write on every request",
-    )
     @pytest.mark.parametrize("template", ["{status:d}", "{bytes:,}", "{status!z}"])
     def test_template_that_cannot_format(self, template):
         """
@@ -216,13 +210,6 @@ class TestEscaping:
         entry = replace(ENTRY, referrer=b'x"\\y', user_agent=b"a\r\nb")
         assert formatted(entry, "{referrer} {user_agent}") == 'x\\"\\\\y a\\x0d\\x0ab'
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: accesslog._escape leaves printable non-ASCII as is (b'/caf\\xc3\\xa9' is "
-        "written as the mojibake 'cafÃ©') and, when another character needs escaping, writes "
-        "the UTF-8 encoding of the latin-1 decoded character (\\xc3\\x83\\xc2\\xa9), not the "
-        "byte the client sent",
-    )
     @pytest.mark.parametrize(
         "raw, logged",
         [
@@ -451,13 +438,6 @@ class TestTwistdLog:
         ]
         assert log._fd is None
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (minor): AccessLog._log = Logger(namespace='backtracweb.access') is a class "
-        "attribute, and Logger.__get__ replaces the namespace with the class's dotted name, so "
-        "access lines carry 'backtracweb.accesslog.AccessLog' and cannot be told apart by the "
-        "declared namespace",
-    )
     def test_namespace(self):
         """Access lines are logged in the C{backtracweb.access} namespace the module declares."""
         with capturedLogs() as events:

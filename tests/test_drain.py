@@ -226,13 +226,6 @@ class TestDrain:
         root.pending[0].finish()
         assert busy.channel._head_deadline is None
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: drain sets persistent=False on a connection whose request head is still "
-        "arriving, but HTTPChannel.allHeadersReceived recomputes persistent from the request "
-        "(True for HTTP/1.1): the response says Connection: close, yet the server keeps the "
-        "connection open, and the drain waits for the client or the graceful timeout",
-    )
     def test_head_arriving_when_drain_starts(self):
         """
         A connection whose request head is still arriving when the drain

@@ -294,12 +294,6 @@ class TestHeaderLimits:
         )
         assert isinstance(c.channel, BacktracChannel)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: LineReceiver.MAX_LENGTH (16384) still applies to each line, so with "
-        "max_header_bytes above 16K a single longer header line (a big Cookie) makes the "
-        "channel drop the connection without any response, though the head is within the limit",
-    )
     def test_long_header_line_within_limit(self):
         """
         With C{max_header_bytes = 64K}, one 20000-byte header line is within
@@ -411,13 +405,6 @@ class TestHeadDeadline:
         assert [uri for uri, _ in c.root.calls] == [b"/one", b"/two"]
         assert not c.closed
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: BacktracChannel.requestDone starts the head deadline before "
-        "HTTPChannel.requestDone restores timeOut (set to None while the request was handled), "
-        "so on a keep-alive connection no deadline runs for the next request: one byte a "
-        "second keeps it open forever",
-    )
     def test_slowloris_after_keep_alive(self):
         """
         The deadline also holds for the next request on a keep-alive

@@ -3,9 +3,9 @@ Unit tests for L{backtracweb.resource}: how L{SiteRoot} dispatches between
 static directories and the WSGI application, what the application sees,
 and what L{StaticDirectory} refuses to serve.
 
-Requests are real L{twisted.web.server.Request}s (or the site's own
-L{BacktracRequest}, through L{TrackingSite}) parsed by a real
-L{HTTPChannel} from bytes, written to a L{StringTransport}; the channel's
+Requests are the site's own L{BacktracRequest}s, served by a real
+L{BacktracSite} whose settings carry the static routes, parsed by its real
+channel from bytes and written to a L{StringTransport}; the channel's
 timeouts run on a L{Clock} and the WSGI resource on synchronous threading
 fakes, so no reactor runs.  (L{twisted.web.test.requesthelper.DummyRequest}
 is not used: importing that module imports L{twisted.trial.unittest}, which
@@ -22,15 +22,19 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, capturedLogs
+from twisted.python.threadpool import ThreadPool
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
+from backtracweb.accesslog import AccessLog
 from backtracweb.config import StaticMapping
-from backtracweb.resource import SiteRoot, StaticDirectory
-from backtracweb.server import TrackingSite
+from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.request import BacktracRequest
+from backtracweb.resource import SiteRoot, StaticDirectory, static_routes
+from backtracweb.website import BacktracSite, SiteSettings
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +71,9 @@ class SynchronousReactorThreads:
         f(*a, **kw)
 
 
-class PullingRequest(Request):
+class PullingRequest(BacktracRequest):
     """
-    A real L{Request} that drives a pull producer (which is how
+    The site's real request class, that drives a pull producer (which is how
     L{static.File} sends a file) synchronously until it unregisters, as
     L{DummyRequest} does; L{HTTPChannel} would drive it with the global
     cooperator, hence the global reactor.
@@ -92,13 +96,36 @@ class Response:
     body: bytes
 
 
-def connect(root: Resource, site: Site | None = None) -> tuple[object, StringTransport]:
-    """
-    A connected HTTP channel of C{site} (by default a plain L{Site} serving
-    C{root}), and its transport.
-    """
-    if site is None:
-        site = Site(root, reactor=Clock(), requestFactory=PullingRequest)
+def settings(mappings=(), **overrides) -> SiteSettings:
+    """Site settings routing C{mappings}, with roomy limits and the rest off."""
+    values = dict(
+        routes=static_routes(mappings),
+        access_log=AccessLog("off").open(),
+        proxies=TrustedProxies(()),
+        max_body=1024 * 1024,
+        max_header_bytes=16 * 1024,
+        max_headers=100,
+        idle_timeout=60.0,
+        max_queue=100,
+        status_path=None,
+        status_allow=Addresses(()),
+        graceful_timeout=30.0,
+        config_file="/etc/backtrac.ini",
+        loaded_at=0.0,
+    )
+    values.update(overrides)
+    return SiteSettings(**values)
+
+
+def make_site(root: SiteRoot, mappings=(), **overrides) -> BacktracSite:
+    """The site serving C{root} with C{mappings}, using L{PullingRequest}."""
+    site = BacktracSite(root, settings(mappings, **overrides), Clock())
+    site.requestFactory = PullingRequest
+    return site
+
+
+def connect(site: Site) -> tuple[object, StringTransport]:
+    """A connected HTTP channel of C{site}, and its transport."""
     channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 51000))
     transport = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -109,17 +136,16 @@ def connect(root: Resource, site: Site | None = None) -> tuple[object, StringTra
 
 
 def serve(
-    root: Resource,
+    site: Site,
     path: bytes,
     method: bytes = b"GET",
     headers: bytes = b"Host: example.com\r\n",
-    site: Site | None = None,
 ) -> Response:
     """
-    Send one HTTP/1.0 request for C{path} to C{site} (by default a plain
-    L{Site} serving C{root}) and parse the response the channel wrote.
+    Send one HTTP/1.0 request for C{path} to C{site} and parse the
+    response the channel wrote.
     """
-    channel, transport = connect(root, site)
+    channel, transport = connect(site)
     channel.dataReceived(method + b" " + path + b" HTTP/1.0\r\n" + headers + b"\r\n")
     assert transport.disconnecting, f"no complete response: {transport.value()!r}"
     head, _, body = transport.value().partition(b"\r\n\r\n")
@@ -182,18 +208,23 @@ def tree(tmp_path) -> Path:
     return tmp_path
 
 
-def make_root(tree: Path, order: str = "short-first") -> tuple[SiteRoot, RecordingApp]:
-    mappings = [
+def mappings(tree: Path, order: str = "short-first") -> list[StaticMapping]:
+    result = [
         StaticMapping("/static", str(tree / "static")),
         StaticMapping("/static/media", str(tree / "media")),
         StaticMapping("/a/b/c", str(tree / "deep")),
     ]
     if order == "long-first":
-        mappings.reverse()
-    root = SiteRoot(mappings)
+        result.reverse()
+    return result
+
+
+def make_root(tree: Path, order: str = "short-first") -> tuple[BacktracSite, RecordingApp]:
+    """A site mapping three prefixes, with a recording application behind them."""
+    root = SiteRoot()
     app = RecordingApp()
     root.app = app
-    return root, app
+    return make_site(root, mappings(tree, order)), app
 
 
 # -- dispatch ---------------------------------------------------------------------
@@ -202,8 +233,8 @@ def make_root(tree: Path, order: str = "short-first") -> tuple[SiteRoot, Recordi
 class TestDispatch:
     def test_prefix_serves_its_directory(self, tree):
         """A path under a prefix is served from the mapped directory."""
-        root, app = make_root(tree)
-        response = serve(root, b"/static/name.txt")
+        site, app = make_root(tree)
+        response = serve(site, b"/static/name.txt")
         assert (response.code, response.body) == (200, b"static")
         assert app.seen == []
 
@@ -214,10 +245,10 @@ class TestDispatch:
         of the mappings, even though the shorter prefix's directory has a
         file at the same path.
         """
-        root, app = make_root(tree, order)
-        response = serve(root, b"/static/media/name.txt")
+        site, app = make_root(tree, order)
+        response = serve(site, b"/static/media/name.txt")
         assert (response.code, response.body) == (200, b"media")
-        assert serve(root, b"/static/name.txt").body == b"static"
+        assert serve(site, b"/static/name.txt").body == b"static"
         assert app.seen == []
 
     def test_prefix_matches_whole_segments(self, tree):
@@ -226,10 +257,10 @@ class TestDispatch:
         with its path untouched; and C{/static/mediafoo} is under
         C{/static}, not C{/static/media}.
         """
-        root, app = make_root(tree)
-        assert serve(root, b"/staticfoo/name.txt").body == b"app"
+        site, app = make_root(tree)
+        assert serve(site, b"/staticfoo/name.txt").body == b"app"
         assert app.seen == [([], [b"staticfoo", b"name.txt"])]
-        response = serve(root, b"/static/mediafoo/name.txt")
+        response = serve(site, b"/static/mediafoo/name.txt")
         assert (response.code, response.body) == (200, b"static/mediafoo")
 
     def test_multi_segment_prefix(self, tree):
@@ -237,10 +268,10 @@ class TestDispatch:
         A prefix of several segments matches only when all of them do;
         a partial match goes to the application.
         """
-        root, app = make_root(tree)
-        assert serve(root, b"/a/b/c/name.txt").body == b"deep"
-        assert serve(root, b"/a/b/name.txt").body == b"app"
-        assert serve(root, b"/a/b/cd/name.txt").body == b"app"
+        site, app = make_root(tree)
+        assert serve(site, b"/a/b/c/name.txt").body == b"deep"
+        assert serve(site, b"/a/b/name.txt").body == b"app"
+        assert serve(site, b"/a/b/cd/name.txt").body == b"app"
         assert app.seen == [([], [b"a", b"b", b"name.txt"]), ([], [b"a", b"b", b"cd", b"name.txt"])]
 
     def test_exact_prefix_with_slash(self, tree):
@@ -248,8 +279,8 @@ class TestDispatch:
         The prefix itself, with a trailing slash, is the mapped directory:
         its index file is served.
         """
-        root, app = make_root(tree)
-        response = serve(root, b"/static/media/")
+        site, app = make_root(tree)
+        response = serve(site, b"/static/media/")
         assert (response.code, response.body) == (200, b"media index")
         assert app.seen == []
 
@@ -258,8 +289,8 @@ class TestDispatch:
         The prefix itself, without a trailing slash, is the mapped
         directory, which redirects to the same path with a slash.
         """
-        root, app = make_root(tree)
-        response = serve(root, b"/static/media")
+        site, app = make_root(tree)
+        response = serve(site, b"/static/media")
         assert response.code == 302
         assert response.headers[b"location"] == b"/static/media/"
         assert app.seen == []
@@ -278,17 +309,18 @@ class TestDispatch:
         A path under no prefix goes to the application, with nothing
         consumed from it.
         """
-        root, app = make_root(tree)
-        response = serve(root, path)
+        site, app = make_root(tree)
+        response = serve(site, path)
         assert (response.code, response.body) == (200, b"app")
         assert app.seen == [([], postpath)]
 
     def test_no_mappings(self):
         """Without mappings everything goes to the application."""
-        root = SiteRoot(())
+        root = SiteRoot()
         app = RecordingApp()
         root.app = app
-        assert serve(root, b"/static/name.txt").body == b"app"
+        site = make_site(root)
+        assert serve(site, b"/static/name.txt").body == b"app"
         assert app.seen == [([], [b"static", b"name.txt"])]
 
     def test_application_not_loaded(self, tree):
@@ -296,25 +328,25 @@ class TestDispatch:
         Before the application is loaded, its paths answer 503 with an
         explanation, while static files are already served.
         """
-        root, _ = make_root(tree)
-        root.app = None
-        response = serve(root, b"/anything")
+        site, _ = make_root(tree)
+        site.resource.app = None
+        response = serve(site, b"/anything")
         assert (response.code, response.body) == (503, b"The application is not loaded yet.\n")
-        assert serve(root, b"/static/name.txt").body == b"static"
+        assert serve(site, b"/static/name.txt").body == b"static"
 
     def test_is_leaf(self, tree):
         """
         L{SiteRoot} is a leaf, so the site hands it the whole path and it
         dispatches itself.
         """
-        root, _ = make_root(tree)
-        assert root.isLeaf
+        site, _ = make_root(tree)
+        assert site.resource.isLeaf
 
 
 # -- what the WSGI application sees -----------------------------------------------
 
 
-def wsgi_root(tree: Path) -> tuple[SiteRoot, list[dict]]:
+def wsgi_root(tree: Path) -> tuple[BacktracSite, list[dict]]:
     """A root with C{/static} mapped and a WSGI application recording its environ."""
     environs: list[dict] = []
 
@@ -323,9 +355,9 @@ def wsgi_root(tree: Path) -> tuple[SiteRoot, list[dict]]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"wsgi"]
 
-    root = SiteRoot([StaticMapping("/static", str(tree / "static"))])
+    root = SiteRoot()
     root.app = WSGIResource(SynchronousReactorThreads(), SynchronousThreadPool(), application)
-    return root, environs
+    return make_site(root, [StaticMapping("/static", str(tree / "static"))]), environs
 
 
 class TestWSGIEnvironment:
@@ -346,8 +378,8 @@ class TestWSGIEnvironment:
         path in C{PATH_INFO}, including paths that look static but are not
         mapped.
         """
-        root, environs = wsgi_root(tree)
-        response = serve(root, path)
+        site, environs = wsgi_root(tree)
+        response = serve(site, path)
         assert (response.code, response.body) == (200, b"wsgi")
         [environ] = environs
         assert environ["SCRIPT_NAME"] == ""
@@ -356,8 +388,8 @@ class TestWSGIEnvironment:
 
     def test_query_string_raw(self, tree):
         """C{QUERY_STRING} is passed as received, still percent-encoded."""
-        root, environs = wsgi_root(tree)
-        serve(root, b"/search?q=a%20b&next=%2Fhome&flag")
+        site, environs = wsgi_root(tree)
+        serve(site, b"/search?q=a%20b&next=%2Fhome&flag")
         [environ] = environs
         assert environ["PATH_INFO"] == "/search"
         assert environ["QUERY_STRING"] == "q=a%20b&next=%2Fhome&flag"
@@ -365,14 +397,13 @@ class TestWSGIEnvironment:
 
     def test_absolute_form_target(self, tree):
         """
-        Through the site's own request class, an absolute-form target
+        An absolute-form target
         (C{GET http://host/path}) gives the application the path, the query
         and the target's host, as an origin-form target would.
         """
-        root, environs = wsgi_root(tree)
-        site = TrackingSite(root, reactor=Clock())
+        site, environs = wsgi_root(tree)
         response = serve(
-            root, b"http://example.com/a%20b?x=1", headers=b"Host: other\r\n", site=site
+            site, b"http://example.com/a%20b?x=1", headers=b"Host: other\r\n"
         )
         assert (response.code, response.body) == (200, b"wsgi")
         [environ] = environs
@@ -386,9 +417,8 @@ class TestWSGIEnvironment:
         (C{GET http://example.com?x=1}, valid per RFC 9112/3986) means the
         path C{/} with query C{x=1} on host C{example.com}.
         """
-        root, environs = wsgi_root(tree)
-        site = TrackingSite(root, reactor=Clock())
-        serve(root, b"http://example.com?x=1", headers=b"Host: other\r\n", site=site)
+        site, environs = wsgi_root(tree)
+        serve(site, b"http://example.com?x=1", headers=b"Host: other\r\n")
         [environ] = environs
         assert (environ["PATH_INFO"], environ["QUERY_STRING"], environ["HTTP_HOST"]) == (
             "/",
@@ -398,25 +428,23 @@ class TestWSGIEnvironment:
 
     def test_underscore_headers_dropped(self, tree):
         """
-        Through the site's own request class, a header spelled with an
+        A header spelled with an
         underscore cannot pose as its dashed twin in the environ.
         """
-        root, environs = wsgi_root(tree)
-        site = TrackingSite(root, reactor=Clock())
+        site, environs = wsgi_root(tree)
         serve(
-            root,
+            site,
             b"/",
             headers=b"Host: example.com\r\nX_Forwarded_For: 203.0.113.66\r\n"
             b"X-Forwarded-For: 198.51.100.1\r\n",
-            site=site,
         )
         [environ] = environs
         assert environ["HTTP_X_FORWARDED_FOR"] == "198.51.100.1"
 
     def test_mapped_path_skips_application(self, tree):
         """A mapped path never reaches the application."""
-        root, environs = wsgi_root(tree)
-        assert serve(root, b"/static/name.txt").body == b"static"
+        site, environs = wsgi_root(tree)
+        assert serve(site, b"/static/name.txt").body == b"static"
         assert environs == []
 
 
@@ -426,8 +454,8 @@ class TestWSGIEnvironment:
 class TestStaticDirectory:
     def test_file_served(self, tree):
         """A file is served with its content, length and type."""
-        root, _ = make_root(tree)
-        response = serve(root, b"/static/sub/file.txt")
+        site, _ = make_root(tree)
+        response = serve(site, b"/static/sub/file.txt")
         assert response.code == 200
         assert response.body == b"static/sub/file"
         assert response.headers[b"content-length"] == b"15"
@@ -435,8 +463,8 @@ class TestStaticDirectory:
 
     def test_head(self, tree):
         """A HEAD request for a file gets its headers and no body."""
-        root, _ = make_root(tree)
-        response = serve(root, b"/static/sub/file.txt", method=b"HEAD")
+        site, _ = make_root(tree)
+        response = serve(site, b"/static/sub/file.txt", method=b"HEAD")
         assert (response.code, response.body) == (200, b"")
         assert response.headers[b"content-length"] == b"15"
 
@@ -445,8 +473,8 @@ class TestStaticDirectory:
         Files only answer GET and HEAD: other methods get 405 and never
         reach the application, however the path was split.
         """
-        root, app = make_root(tree)
-        response = serve(root, b"/static/media/name.txt", method=b"POST")
+        site, app = make_root(tree)
+        response = serve(site, b"/static/media/name.txt", method=b"POST")
         assert response.code == 405
         assert app.seen == []
 
@@ -456,8 +484,8 @@ class TestStaticDirectory:
         A directory without an index file answers 404, not a listing of
         its files, at the prefix and in subdirectories.
         """
-        root, app = make_root(tree)
-        response = serve(root, path)
+        site, app = make_root(tree)
+        response = serve(site, path)
         assert response.code == 404
         assert b"name.txt" not in response.body and b"file.txt" not in response.body
         assert app.seen == []
@@ -496,16 +524,16 @@ class TestStaticDirectory:
         with 404 (L{FilePath} raises L{InsecurePath}), even when the
         encoded-slash path names a file that exists.
         """
-        root, app = make_root(tree)
-        response = serve(root, path)
+        site, app = make_root(tree)
+        response = serve(site, path)
         assert response.code == 404
         assert b"secret" not in response.body
         assert app.seen == []
 
     def test_nul_segment_not_found(self, tree):
         """A path segment with a NUL byte is not found (not a server error)."""
-        root, app = make_root(tree)
-        response = serve(root, b"/static/name.txt%00.html")
+        site, app = make_root(tree)
+        response = serve(site, b"/static/name.txt%00.html")
         assert response.code == 404
         assert app.seen == []
 
@@ -514,3 +542,64 @@ class TestStaticDirectory:
         """L{StaticDirectory.getChild} answers not-found for names that leave the directory."""
         directory = StaticDirectory(str(tree / "static"))
         assert directory.getChild(name, bare_request()) is directory.childNotFound
+
+
+# -- routes from the site's settings ----------------------------------------------------------
+
+
+class TestRoutes:
+    def test_site_root_starts_empty(self):
+        """A new L{SiteRoot} has no application and no pool yet."""
+        root = SiteRoot()
+        assert (root.app, root.pool) == (None, None)
+
+    def test_static_routes(self, tree):
+        """
+        L{static_routes} turns mappings into (segments, directory) routes,
+        longest prefix first whatever the mappings' order.
+        """
+        for order in ("short-first", "long-first"):
+            routes = static_routes(mappings(tree, order))
+            assert [segments for segments, _ in routes][0] == [b"a", b"b", b"c"]
+            assert sorted((segments, d.path) for segments, d in routes) == [
+                ([b"a", b"b", b"c"], str(tree / "deep")),
+                ([b"static"], str(tree / "static")),
+                ([b"static", b"media"], str(tree / "media")),
+            ]
+            assert all(type(d) is StaticDirectory for _, d in routes)
+
+    def test_non_ascii_prefix(self, tmp_path):
+        """A prefix with non-ASCII characters matches its UTF-8, percent-encoded form."""
+        write(tmp_path / "files" / "a.txt", "ä")
+        root = SiteRoot()
+        root.app = RecordingApp()
+        site = make_site(root, [StaticMapping("/dokumente-ä", str(tmp_path / "files"))])
+        assert serve(site, b"/dokumente-%C3%A4/a.txt").body == "ä".encode()
+
+    def test_reload_applies_to_next_request(self, tree):
+        """
+        The routes are read from the site's settings for each request, so
+        settings swapped by a reload apply to the next request.
+        """
+        site, app = make_root(tree)
+        assert serve(site, b"/static/name.txt").body == b"static"
+        site.settings = settings([StaticMapping("/files", str(tree / "media"))])
+        assert serve(site, b"/files/name.txt").body == b"media"
+        assert serve(site, b"/static/name.txt").body == b"app"
+        assert app.seen == [([], [b"static", b"name.txt"])]
+
+    def test_static_not_refused_when_overloaded(self, tree):
+        """
+        Static files need no thread, so they are served while the pool is
+        saturated; application paths get 503 with Retry-After.
+        """
+        site, app = make_root(tree)
+        site.settings = settings(mappings(tree), max_queue=0)
+        pool = ThreadPool(0, 1)  # never started: work waits in its queue
+        pool.callInThread(lambda: None)
+        site.resource.pool = pool
+        assert serve(site, b"/static/name.txt").body == b"static"
+        with capturedLogs():
+            response = serve(site, b"/page")
+        assert (response.code, response.headers[b"retry-after"]) == (503, b"5")
+        assert app.seen == []

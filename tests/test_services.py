@@ -6,7 +6,8 @@ twistd plugin drop-in.
 No reactor runs.  Listening goes to a L{MemoryReactorClock}; the thread
 pool is real, but whatever its stopping thread hands to the reactor with
 C{callFromThread} is queued and run by the test, as the reactor thread
-would; timeouts run on the same fake clock.
+would; timeouts run on the same fake clock.  Starting the service tree
+installs signal handlers, which every test here gets back as it found them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib
 import io
 import os
 import queue
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,29 +27,34 @@ from pathlib import Path
 import pytest
 import twisted.internet
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.error import CannotListenError
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.wsgi import WSGIResource
 
 from backtracweb import pool as pool_module
 from backtracweb import tap
+from backtracweb.accesslog import AccessLog
 from backtracweb.config import Config, load_config
-from backtracweb.errors import AppLoadError, StartupError
-from backtracweb.loader import build_service
+from backtracweb.errors import AppLoadError, ConfigError, StartupError
+from backtracweb.loader import build_service, make_site_settings
 from backtracweb.pool import STOP_TIMEOUT, ThreadPoolService, make_pool
-from backtracweb.resource import SiteRoot
-from backtracweb.server import TrackingSite, WebService
+from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.resource import SiteRoot, StaticDirectory
+from backtracweb.server import ListeningService, WebService
+from backtracweb.service import BacktracService
+from backtracweb.website import BacktracSite, SiteSettings
 
 REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "btw_svc_app"
 WAIT = 10.0
 """Seconds to wait for a real thread before failing the test."""
+SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +64,15 @@ def no_global_reactor():
     yield
     if not before:
         assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
+
+
+@pytest.fixture(autouse=True)
+def saved_signal_handlers():
+    """Put back the process's signal handlers, which starting the tree replaces."""
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    yield saved
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture
@@ -100,29 +116,27 @@ class ThreadingMemoryReactor(MemoryReactorClock):
         f, args, kwargs = self.fromThreads.get(timeout=timeout)
         f(*args, **kwargs)
 
-    def runFromThreads(self, until: Deferred, timeout: float = WAIT) -> None:
-        """Run calls from other threads until C{until} has fired."""
-        while not until.called:
+    def runFromThreads(self, until: Deferred, timeout: float = WAIT) -> list:
+        """
+        Run calls from other threads until C{until} has a result (a Deferred
+        that was called may still wait on one its callbacks returned);
+        return the result, in a list.
+        """
+        results = result_of(until)
+        while not results:
             self.runOneFromThread(timeout)
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.lost = 0
-
-    def loseConnection(self) -> None:
-        self.lost += 1
-
-
-class FakeProtocol:
-    def __init__(self, transport) -> None:
-        self.transport = transport
+        return results
 
 
 def result_of(d: Deferred) -> list:
     """The results C{d} has fired with so far, as a list to check."""
     results: list = []
-    d.addBoth(results.append)
+
+    def keep(result):
+        results.append(result)
+        return result
+
+    d.addBoth(keep)
     return results
 
 
@@ -152,9 +166,11 @@ def site_config(
     *,
     interface: str = "127.0.0.1",
     port: int = 8123,
+    listen: str | None = None,
     source: str = APPLICATION,
     min_threads: int = 2,
     max_threads: int = 7,
+    extra: str = "",
 ) -> Config:
     """
     Write a site into C{directory}: an application module, a static
@@ -163,14 +179,12 @@ def site_config(
     (directory / "app").mkdir(exist_ok=True)
     (directory / "app" / f"{APP_MODULE}.py").write_text(source)
     (directory / "static").mkdir(exist_ok=True)
+    server = f"listen = {listen}" if listen else f"port = {port}\ninterface = {interface}"
     path = directory / "site.ini"
     path.write_text(
-        textwrap.dedent(
+        f"[server]\n{server}\n\n"
+        + textwrap.dedent(
             f"""\
-            [server]
-            port = {port}
-            interface = {interface}
-
             [threadpool]
             min = {min_threads}
             max = {max_threads}
@@ -184,12 +198,22 @@ def site_config(
             /static = static
             """
         )
+        + extra
     )
     return load_config(str(path))
 
 
-def parts(top: MultiService) -> tuple[ThreadPoolService, WebService]:
+def parts(top: BacktracService) -> tuple[ThreadPoolService, WebService]:
     return top.getServiceNamed("threadpool"), top.getServiceNamed("web")
+
+
+def connect(site: BacktracSite, host: str = "192.0.2.7"):
+    """A connection to C{site} over a L{StringTransport}: (channel, transport)."""
+    peer = IPv4Address("TCP", host, 51000)
+    channel = site.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    channel.makeConnection(transport)
+    return channel, transport
 
 
 # -- building the tree ------------------------------------------------------------
@@ -198,26 +222,48 @@ def parts(top: MultiService) -> tuple[ThreadPoolService, WebService]:
 class TestBuildService:
     def test_tree(self, tmp_path, isolated_imports):
         """
-        The tree is a L{MultiService} named C{backtracweb} holding the
+        The tree is a L{BacktracService} named C{backtracweb} holding the
         thread pool service then the web service, sharing one pool sized
-        from C{[threadpool]}, with the site routing through a L{SiteRoot}.
+        from C{[threadpool]}; the web service listens on the configured
+        endpoint with a L{BacktracSite} routing through a L{SiteRoot}.
         """
         reactor = ThreadingMemoryReactor()
-        top = build_service(site_config(tmp_path), reactor)
-        assert isinstance(top, MultiService)
+        config = site_config(tmp_path)
+        top = build_service(config, reactor)
+        assert isinstance(top, BacktracService)
         assert top.name == "backtracweb"
+        assert top.config is config
         children = list(top)
         assert [child.name for child in children] == ["threadpool", "web"]
         pool_service, web = children
+        assert (top.pool, top.web) == (pool_service, web)
         assert isinstance(pool_service, ThreadPoolService)
         assert isinstance(web, WebService)
         assert (pool_service.pool.min, pool_service.pool.max) == (2, 7)
         assert web._pool is pool_service.pool
-        assert isinstance(web.factory, TrackingSite)
-        assert web.factory.reactor is reactor
+        assert isinstance(web.site, BacktracSite)
+        assert web.site.reactor is reactor
         assert isinstance(web.root, SiteRoot)
-        assert web.root.app is None
-        assert web.address == "127.0.0.1:8123"
+        assert web.root is web.site.resource
+        assert (web.root.app, web.root.pool) == (None, None)
+        [listening] = list(web)
+        assert isinstance(listening, ListeningService)
+        assert listening.description == "tcp:8123:interface=127.0.0.1"
+        assert listening.factory is web.site
+
+    def test_one_listener_per_endpoint(self, tmp_path, isolated_imports):
+        """C{listen} gives one listening service per endpoint, all serving the same site."""
+        sock = tmp_path / "web.sock"
+        config = site_config(tmp_path, listen=f"tcp:8123:interface=127.0.0.1, tcp6:8124, unix:{sock}")
+        _, web = parts(build_service(config, ThreadingMemoryReactor()))
+        listeners = list(web)
+        assert [s.description for s in listeners] == [
+            "tcp:8123:interface=127.0.0.1", "tcp6:8124", f"unix:{sock}",
+        ]
+        assert [type(s.endpoint) for s in listeners] == [
+            TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint,
+        ]
+        assert all(s.factory is web.site for s in listeners)
 
     def test_starts_nothing(self, tmp_path, isolated_imports):
         """
@@ -237,52 +283,162 @@ class TestBuildService:
         assert not top.running
 
 
+class TestSiteSettings:
+    def test_from_config(self, tmp_path, isolated_imports):
+        """
+        L{make_site_settings} turns the reloadable sections into one
+        L{SiteSettings}: static routes, an open access log, trusted proxies,
+        limits, the status page and the graceful timeout.
+        """
+        (tmp_path / "logs").mkdir()
+        config = site_config(tmp_path, extra=textwrap.dedent(
+            """\
+            [log]
+            access_log = logs/access.log
+            access_format = {client} {status}
+            [proxy]
+            trusted = 10.0.0.0/8, unix
+            [limits]
+            max_body = 2M
+            max_header_bytes = 16K
+            max_headers = 40
+            idle_timeout = 12.5
+            max_queue = 3
+            [status]
+            path = /-/status
+            allow = 192.0.2.0/24
+            """
+        ).replace("[static]\n/static = static\n", ""))
+        settings = make_site_settings(config)
+        try:
+            assert isinstance(settings, SiteSettings)
+            [(segments, directory)] = settings.routes
+            assert segments == [b"static"]
+            assert isinstance(directory, StaticDirectory)
+            assert directory.path == str(tmp_path / "static")
+            assert isinstance(settings.access_log, AccessLog)
+            assert settings.access_log.destination == str(tmp_path / "logs" / "access.log")
+            assert settings.access_log.template == "{client} {status}"
+            assert settings.access_log._fd is not None
+            assert isinstance(settings.proxies, TrustedProxies)
+            assert settings.proxies.trusts("10.1.1.1") and settings.proxies.trusts("unix")
+            assert (settings.max_body, settings.max_header_bytes, settings.max_headers) == (
+                2 * 1024 * 1024, 16 * 1024, 40,
+            )
+            assert (settings.idle_timeout, settings.max_queue) == (12.5, 3)
+            assert settings.status_path == b"/-/status"
+            assert isinstance(settings.status_allow, Addresses)
+            assert "192.0.2.9" in settings.status_allow and "127.0.0.1" not in settings.status_allow
+            assert settings.graceful_timeout == 30
+            assert (settings.config_file, settings.loaded_at) == (config.path, config.loaded_at)
+        finally:
+            settings.access_log.close()
+
+    def test_defaults(self, tmp_path, isolated_imports):
+        """
+        By default the access log goes to twistd's log, nobody is a trusted
+        proxy and the status page is off.
+        """
+        settings = make_site_settings(site_config(tmp_path))
+        assert settings.access_log.destination == "-"
+        assert not settings.proxies
+        assert settings.status_path is None
+        assert (settings.max_body, settings.max_header_bytes, settings.max_headers) == (
+            1024**3, 64 * 1024, 100,
+        )
+        assert (settings.idle_timeout, settings.max_queue) == (60, 100)
+
+    def test_access_log_cannot_open(self, tmp_path, isolated_imports):
+        """An access log that cannot be opened is a L{ConfigError} naming the file and key."""
+        os.symlink(tmp_path / "nowhere" / "x.log", tmp_path / "dangling.log")
+        config = site_config(tmp_path, extra="[log]\naccess_log = dangling.log\n")
+        with pytest.raises(ConfigError) as caught:
+            make_site_settings(config)
+        assert caught.value.problems == [
+            f"{config.path}: [log] access_log = '{tmp_path}/dangling.log': cannot open it for "
+            "appending: No such file or directory"
+        ]
+        with pytest.raises(ConfigError):
+            build_service(config, ThreadingMemoryReactor())
+
+
 # -- privilegedStartService and startService ------------------------------------
 
 
 class TestStart:
     @pytest.mark.parametrize(
-        "interface, address, endpoint_type",
+        "interface, address",
         [
-            ("127.0.0.1", "127.0.0.1:8123", TCP4ServerEndpoint),
-            ("0.0.0.0", "0.0.0.0:8123", TCP4ServerEndpoint),
-            ("::1", "[::1]:8123", TCP6ServerEndpoint),
-            ("::", "[::]:8123", TCP6ServerEndpoint),
+            ("127.0.0.1", "127.0.0.1:8123"),
+            ("0.0.0.0", "0.0.0.0:8123"),
+            ("::1", "[::1]:8123"),
+            ("::", "[::]:8123"),
         ],
     )
-    def test_privileged_start_binds(
-        self, tmp_path, isolated_imports, interface, address, endpoint_type
-    ):
+    def test_privileged_start_binds(self, tmp_path, isolated_imports, interface, address):
         """
         C{privilegedStartService} listens on the configured interface and
-        port, IPv4 or IPv6, and still starts no thread and imports nothing.
+        port, IPv4 or IPv6, and still starts no thread and imports nothing;
+        starting then logs the address it serves on.
         """
         reactor = ThreadingMemoryReactor()
         top = build_service(site_config(tmp_path, interface=interface), reactor)
         pool_service, web = parts(top)
         threads = threading.active_count()
         top.privilegedStartService()
-        assert reactor.tcpServers == [(8123, web.factory, 50, interface)]
-        assert isinstance(web.endpoint, endpoint_type)
-        assert web.address == address
+        assert reactor.tcpServers == [(8123, web.site, 50, interface)]
         assert threading.active_count() == threads
         assert pool_service.pool.started is False
         assert pool_service.pool.threads == []
         assert APP_MODULE not in sys.modules
         assert web.root.app is None
+        with capturedLogs() as events:
+            web.startService()
+        assert f"serving on {address}" in [formatEvent(e) for e in events]
 
-    def test_start_service(self, tmp_path, isolated_imports):
+    def test_privileged_start_every_endpoint(self, tmp_path, isolated_imports):
+        """Every endpoint of C{listen} is bound, TCP and unix alike, to the one site."""
+        sock = tmp_path / "web.sock"
+        reactor = ThreadingMemoryReactor()
+        config = site_config(tmp_path, listen=f"tcp6:8124:interface=\\:\\:1, unix:{sock}:mode=660")
+        top = build_service(config, reactor)
+        _, web = parts(top)
+        top.privilegedStartService()
+        assert reactor.tcpServers == [(8124, web.site, 50, "::1")]
+        assert reactor.unixServers == [(str(sock), web.site, 50, 0o660, True)]
+        with capturedLogs() as events:
+            web.startService()
+        assert [formatEvent(e) for e in events] == [
+            "serving on [::1]:8124",
+            f"serving on unix:{sock}:mode=660",
+        ]
+
+    def test_tcp6_default_interface_named(self, tmp_path, isolated_imports):
+        """A C{tcp6} endpoint without an interface is announced as C{[::]:PORT}."""
+        reactor = ThreadingMemoryReactor()
+        top = build_service(site_config(tmp_path, listen="tcp6:8124"), reactor)
+        _, web = parts(top)
+        top.privilegedStartService()
+        assert reactor.tcpServers == [(8124, web.site, 50, "::")]
+        with capturedLogs() as events:
+            web.startService()
+        assert [formatEvent(e) for e in events] == ["serving on [::]:8124"]
+
+    def test_start_service(self, tmp_path, isolated_imports, saved_signal_handlers):
         """
         C{startService} starts C{min} daemon worker threads, imports the
         application and installs it on the site root as a L{WSGIResource}
-        running in the pool; stopping the tree joins the workers.
+        running in the pool, gives the root the pool to watch, takes over
+        SIGHUP and SIGUSR1 at once and SIGTERM and SIGINT once the reactor
+        runs; stopping the tree joins the workers.
         """
         reactor = ThreadingMemoryReactor()
         top = build_service(site_config(tmp_path, min_threads=3), reactor)
         pool_service, web = parts(top)
         top.privilegedStartService()
         try:
-            top.startService()
+            with capturedLogs():
+                top.startService()
             pool = pool_service.pool
             assert pool.started is True
             assert len(pool.threads) == 3
@@ -292,17 +448,26 @@ class TestStart:
             assert web.root.app._application is sys.modules[APP_MODULE].application
             assert web.root.app._threadpool is pool
             assert web.root.app._reactor is reactor
+            assert web.root.pool is pool
             assert top.running and pool_service.running and web.running
             assert len(reactor.tcpServers) == 1
+            for signum in (signal.SIGHUP, signal.SIGUSR1):
+                assert signal.getsignal(signum) is not saved_signal_handlers[signum]
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                assert signal.getsignal(signum) is saved_signal_handlers[signum]
+            assert [(f.__name__, args) for f, args, _ in reactor.whenRunningHooks] == [
+                ("install_signal_handlers", (signal.SIGTERM, signal.SIGINT))
+            ]
 
-            stopping = top.stopService()
-            reactor.runFromThreads(stopping)
-            assert result_of(stopping) == [[(True, None), (True, None)]]
+            with capturedLogs():
+                stopping = top.stopService()
+                assert reactor.runFromThreads(stopping) == [None]
             assert not any(t.is_alive() for t in pool.threads)
             assert not (top.running or pool_service.running or web.running)
         finally:
             stop_pool(pool_service.pool)
             join_stop_threads()
+            top.restore_signal_handlers()
 
     def test_serves_from_pool_after_start(self, tmp_path, isolated_imports):
         """
@@ -324,23 +489,26 @@ class TestStart:
         top = build_service(site_config(tmp_path, source=source), reactor)
         pool_service, web = parts(top)
         top.privilegedStartService()
-        top.startService()
+        with capturedLogs():
+            top.startService()
         try:
             [(_, factory, _, _)] = reactor.tcpServers
-            channel = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 51000))
-            transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 51000))
-            channel.makeConnection(transport)
-            channel.dataReceived(b"GET /a/b?x=1 HTTP/1.0\r\nHost: example.com\r\n\r\n")
-            while not transport.disconnecting:
-                reactor.runOneFromThread()
+            channel, transport = connect(factory)
+            with capturedLogs():
+                channel.dataReceived(b"GET /a/b?x=1 HTTP/1.0\r\nHost: example.com\r\n\r\n")
+                while not transport.disconnecting:
+                    reactor.runOneFromThread()
             head, _, body = transport.value().partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.0 200 OK\r\n")
             assert body.startswith(b"/a/b?x=1 in PoolThread-backtracweb-")
+            channel.connectionLost(Failure(ConnectionDone()))
         finally:
-            stopping = top.stopService()
-            reactor.runFromThreads(stopping)
+            with capturedLogs():
+                stopping = top.stopService()
+                reactor.runFromThreads(stopping)
             stop_pool(pool_service.pool)
             join_stop_threads()
+            top.restore_signal_handlers()
 
     def test_listen_failure(self, tmp_path, isolated_imports):
         """
@@ -357,17 +525,30 @@ class TestStart:
         assert str(caught.value) == "cannot listen on 127.0.0.1:8123: Address already in use"
         assert caught.value.__suppress_context__
 
-    def test_listen_failure_ipv6(self, tmp_path, isolated_imports):
-        """The IPv6 address in the message is bracketed, as in a URL."""
+    @pytest.mark.parametrize(
+        "listen, address",
+        [
+            ("tcp:8123:interface=\\:\\:1", "[::1]:8123"),
+            ("tcp:8123:interface=::1", "[::1]:8123"),
+            ("tcp:8123", "0.0.0.0:8123"),
+            ("tcp6:8123:interface=2001\\:db8\\:\\:1", "[2001:db8::1]:8123"),
+            ("unix:/run/btw-test/web.sock", "unix:/run/btw-test/web.sock"),
+        ],
+    )
+    def test_listen_failure_address(self, tmp_path, isolated_imports, listen, address):
+        """
+        The address in the message is the one an admin reads: host:port,
+        IPv6 bracketed as in a URL, other endpoints as written.
+        """
         failure = CannotListenError(
-            "::1", 8123, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+            "", 8123, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         )
         top = build_service(
-            site_config(tmp_path, interface="::1"), RaisingMemoryReactor(listenException=failure)
+            site_config(tmp_path, listen=listen), RaisingMemoryReactor(listenException=failure)
         )
         with pytest.raises(StartupError) as caught:
             top.privilegedStartService()
-        assert str(caught.value) == "cannot listen on [::1]:8123: Cannot assign requested address"
+        assert str(caught.value) == f"cannot listen on {address}: Cannot assign requested address"
 
     def test_application_import_fails(self, tmp_path, isolated_imports):
         """
@@ -382,7 +563,7 @@ class TestStart:
         pool_service, web = parts(top)
         top.privilegedStartService()
         try:
-            with pytest.raises(AppLoadError) as caught:
+            with capturedLogs(), pytest.raises(AppLoadError) as caught:
                 top.startService()
         finally:
             stop_pool(pool_service.pool)
@@ -391,8 +572,13 @@ class TestStart:
             f"RuntimeError: no database ({module}, line 1); while loading the application "
             f"([app] loader = wsgi, application = '{APP_MODULE}:application')"
         )
-        assert web.root.app is None
+        assert (web.root.app, web.root.pool) == (None, None)
         assert not web.running
+        channel, transport = connect(web.site)
+        with capturedLogs():
+            channel.dataReceived(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert transport.value().startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+        assert transport.value().endswith(b"\r\n\r\nThe application is not loaded yet.\n")
 
 
 # -- ThreadPoolService --------------------------------------------------------------
@@ -533,52 +719,75 @@ class TestThreadPoolService:
     def test_default_timeout_constant(self):
         """The default stop timeout is L{STOP_TIMEOUT}."""
         service = ThreadPoolService(make_pool(0, 1), ThreadingMemoryReactor())
-        assert service._stop_timeout == pool_module.STOP_TIMEOUT
+        assert service.stop_timeout == pool_module.STOP_TIMEOUT
 
 
 # -- the web service ----------------------------------------------------------------
 
 
 class TestWebService:
-    def test_stop_closes_connections(self, tmp_path, isolated_imports):
+    def test_stop_drains(self, tmp_path, isolated_imports):
         """
-        Stopping the web service stops listening and closes every open
-        connection of the site; protocols without a transport are skipped.
+        Stopping the web service stops listening, then drains the site:
+        idle connections are closed at once, and the Deferred fires when
+        the last connection is gone.
         """
         reactor = ThreadingMemoryReactor()
         top = build_service(site_config(tmp_path), reactor)
         _, web = parts(top)
         web.privilegedStartService()
-        web.startService()
-        transports = [FakeTransport(), FakeTransport()]
-        protocols = [FakeProtocol(t) for t in transports] + [FakeProtocol(None)]
-        for protocol in protocols:
-            web.factory.connections.add(protocol)
-        results = result_of(web.stopService())
+        with capturedLogs():
+            web.startService()
+        stopped_listening = []
+
+        def spy(port):
+            port.stopListening = lambda: stopped_listening.append(port)
+            return port
+
+        for listening in web:
+            listening._waitingForPort.addCallback(spy)
+        channels = [connect(web.site) for _ in range(2)]
+        with capturedLogs() as events:
+            results = result_of(web.stopService())
+        assert [formatEvent(e) for e in events] == [
+            "stopping: no new connections; waiting up to 30 s for 0 request(s) in flight"
+        ]
+        assert len(stopped_listening) == 1
+        assert web.site.draining
+        assert all(transport.disconnecting for _, transport in channels)
+        assert results == []
+        for channel, _ in channels:
+            channel.connectionLost(Failure(ConnectionDone()))
         assert results == [None]
-        assert [t.lost for t in transports] == [1, 1]
         assert not web.running
 
-    def test_site_tracks_connections(self):
-        """
-        L{TrackingSite.buildProtocol} remembers each protocol it builds,
-        weakly: a closed and forgotten connection is not kept alive.
-        """
-        import gc
+    def test_stop_without_connections(self, tmp_path, isolated_imports):
+        """With no connection open, stopping is done at once."""
+        top = build_service(site_config(tmp_path), ThreadingMemoryReactor())
+        _, web = parts(top)
+        web.privilegedStartService()
+        with capturedLogs():
+            web.startService()
+            assert result_of(web.stopService()) == [None]
 
-        site = TrackingSite(SiteRoot(()), reactor=ThreadingMemoryReactor())
-        protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 50000))
-        assert list(site.connections) == [protocol]
-        del protocol
-        gc.collect()
-        assert list(site.connections) == []
+    def test_site_tracks_connections(self, tmp_path, isolated_imports):
+        """
+        The site remembers each connection from when it is made until it is
+        lost, so a closed connection is not kept alive.
+        """
+        _, web = parts(build_service(site_config(tmp_path), ThreadingMemoryReactor()))
+        channel, _ = connect(web.site)
+        assert web.site.connections == {channel}
+        channel.connectionLost(Failure(ConnectionDone()))
+        assert web.site.connections == set()
 
     def test_is_endpoint_service(self, tmp_path, isolated_imports):
-        """The web service reports bind errors synchronously (for twistd to exit)."""
+        """The listening services report bind errors synchronously (for twistd to exit)."""
         _, web = parts(build_service(site_config(tmp_path), ThreadingMemoryReactor()))
-        assert isinstance(web, StreamServerEndpointService)
-        assert web._raiseSynchronously is True
-        assert web.factory.displayTracebacks is False
+        for listening in web:
+            assert isinstance(listening, StreamServerEndpointService)
+            assert listening._raiseSynchronously is True
+        assert web.site.displayTracebacks is False
 
 
 # -- the twistd plugin's options and service maker --------------------------------------
@@ -630,7 +839,7 @@ class TestTap:
         options.parseOptions(["-c", str(tmp_path / "site.ini")])
         assert isinstance(options.loaded, Config)
         assert options.loaded.path == str(tmp_path / "site.ini")
-        assert (options.loaded.port, options.loaded.interface) == (8123, "127.0.0.1")
+        assert options.loaded.listen == ("tcp:8123:interface=127.0.0.1",)
         assert APP_MODULE not in sys.modules
 
     @pytest.fixture
@@ -662,7 +871,7 @@ class TestTap:
         assert top.name == "backtracweb"
         assert [child.name for child in top] == ["threadpool", "web"]
         _, web = parts(top)
-        assert web.factory.reactor is global_reactor
+        assert web.site.reactor is global_reactor
         assert global_reactor.tcpServers == []
         assert threading.active_count() == threads
         assert APP_MODULE not in sys.modules

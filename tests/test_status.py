@@ -337,11 +337,6 @@ class TestPrometheus:
         assert code == 503
         assert body.decode() == PROMETHEUS.format(up=0)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (minor): the config file path goes into the backtracweb_config_info label "
-        "unescaped; a path with a quote, backslash or newline breaks the exposition format",
-    )
     def test_label_escaped(self):
         """Label values are escaped as the text format requires (C{\\\\}, C{\\"}, C{\\n})."""
         site, _ = make_site(pool=FakePool(), config_file='/etc/back"trac\\.ini')
@@ -468,12 +463,6 @@ class TestOverload:
         assert [formatEvent(e) for e in events] == [warning(1, 0, 1, 0)] * 2
         assert site.stats.refused_overload == 4
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (minor): SiteRoot._last_warning starts at 0.0 on the monotonic clock, so "
-        "when time.monotonic() < 10 (a machine up for less than 10 s) the first overload logs "
-        "no warning",
-    )
     def test_first_warning_always_logged(self, monotonic):
         """The first overload is always warned about, whatever the monotonic clock reads."""
         monotonic.now = 5.0
