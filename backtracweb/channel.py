@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 
-_REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
 
 
 class BacktracChannel(HTTPChannel):
@@ -51,6 +51,10 @@ class BacktracChannel(HTTPChannel):
             self.refuse(408, "the request head took longer than [limits] idle_timeout")
         else:
             self.transport.abortConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Twisted would just close the connection.
+        self.refuse(400, "a header line is over [limits] max_header_bytes")
 
     def allHeadersReceived(self) -> None:
         self._cancel_head_deadline()

@@ -346,7 +346,9 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Co
     for sections, name in get_extra_values(parsed):
         if sections == ("app",) and loader is None:
             continue  # Its keys are unknowable; the loader error says why.
-        source = sources.get(("/".join(sections), name) if sections else ("", name))
+        section = "/".join(sections)
+        # A key, or else a section (recorded by its full path).
+        source = sources.get((section, name)) or sources.get((f"{section}/{name}".strip("/"), None))
         problems.add(_describe_extra(parsed, sections, name, loader_name), source)
 
     # Rules that span keys, checked whenever the keys they read are valid.
@@ -448,10 +450,11 @@ def _merge(into: dict[str, Any], parsed: Section, section: str, name: str,
     for key, value in parsed.items():
         if isinstance(value, Section):
             target = into.get(key)
+            path = f"{section}/{key}".strip("/")
             if not isinstance(target, dict):
                 target = into[key] = {}
-                sources.setdefault((key, None), name)
-            _merge(target, value, f"{section}/{key}".strip("/"), name, sources)
+                sources.setdefault((path, None), name)
+            _merge(target, value, path, name, sources)
         else:
             into[key] = value
             sources[(section, key)] = name

@@ -100,7 +100,7 @@ class TrustedProxies(Addresses):
             return None
         if "forwarded" in headers:
             hops = _parse_forwarded(headers["forwarded"])
-        elif "x-forwarded-for" in headers:
+        elif any(name.startswith("x-forwarded-") for name in headers):
             hops = _parse_x_forwarded(headers)
         else:
             return None
@@ -160,8 +160,10 @@ def _parse_forwarded(value: str) -> list[dict[str, str]]:
 
 def _parse_x_forwarded(headers: Mapping[str, str]) -> list[dict[str, str]]:
     """X-Forwarded-For hops; -Proto and -Host describe the farthest hop kept."""
-    addresses = [a.strip() for a in headers["x-forwarded-for"].split(",")]
-    hops = [{"for": address} for address in addresses]
+    if "x-forwarded-for" in headers:
+        hops = [{"for": a.strip()} for a in headers["x-forwarded-for"].split(",")]
+    else:
+        hops = [{}]  # only -Proto or -Host: the client is the peer
     # Proxies append to X-Forwarded-For but rarely to -Proto and -Host: an
     # equal-length list lines up hop by hop, otherwise the nearest value
     # (written by our trusted peer) describes every hop.

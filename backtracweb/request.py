@@ -93,7 +93,8 @@ class BacktracRequest(server.Request):
             # wants REMOTE_ADDR and SERVER_PORT.
             self.peer = peer = UNIX_PEER
             self.client = IPv4Address("TCP", "", 0)
-            self._set_host(self.getHeader(b"host") or b"", self.isSecure())
+            # PEP 3333 wants a SERVER_NAME even without a Host header.
+            self._set_host(self.getHeader(b"host") or b"localhost", self.isSecure())
         self._apply_forwarding(peer)
         super().process()
 
@@ -130,14 +131,19 @@ class BacktracRequest(server.Request):
         site = self.channel.site  # the parent class forgets the channel
         super().connectionLost(reason)
         if unfinished:
-            self.code = ABORTED
+            # A client may close as soon as it has every byte it was promised,
+            # before the application's thread has finished the request.
+            length = self.responseHeaders.getRawHeaders(b"content-length")
+            delivered = self.startedWriting and length and self.sentLength >= int(length[0])
+            if not delivered:
+                self.code = ABORTED
             site.log(self)
 
     def entry(self) -> Entry:
         """This request as an access-log entry."""
         client = self.getClientAddress()
         return Entry(
-            client=getattr(client, "host", "-"),
+            client=getattr(client, "host", "") or "-",
             started=self.started_at,
             duration=time.monotonic() - self._started,
             method=self.method,

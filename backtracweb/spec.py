@@ -316,7 +316,31 @@ def _escape_ipv6_interface(endpoint: str) -> str:
     return _IPV6_INTERFACE.sub(lambda m: m.group(1) + m.group(2).replace(":", "\\:"), endpoint)
 
 
-def check_endpoint_list(value: Any) -> tuple[str, ...]:
+# Endpoint parameters that name files, by endpoint type.
+_ENDPOINT_PATHS = {"ssl": ("privateKey", "certKey", "extraCertChain", "dhParameters")}
+
+
+def _absolute_endpoint(endpoint: str, base: str) -> str:
+    """
+    The endpoint string with relative file paths (a unix socket, TLS keys and
+    certificates) resolved against C{base}, like every path in the file.
+    """
+    fields = re.split(r"(?<!\\):", endpoint)
+    kind = fields[0].strip()
+
+    def absolute(path: str) -> str:
+        return path if path.startswith("/") else os.path.join(base, path)
+
+    for index, field in enumerate(fields[1:], start=1):
+        name, equals, path = field.partition("=")
+        if kind == "unix" and index == 1 and not equals:
+            fields[index] = absolute(field)
+        elif equals and name in _ENDPOINT_PATHS.get(kind, ()):
+            fields[index] = f"{name}={absolute(path)}"
+    return ":".join(fields)
+
+
+def check_endpoint_list(value: Any, *, base: str) -> tuple[str, ...]:
     """
     configobj check C{endpoint_list}: each string must parse as a Twisted
     server endpoint.  Parsing uses a memory reactor: nothing is bound.
@@ -325,16 +349,15 @@ def check_endpoint_list(value: Any) -> tuple[str, ...]:
     from twisted.internet.testing import MemoryReactor
 
     result = []
-    for item in map(_escape_ipv6_interface, _as_list(value)):
-        if item.startswith("unix:") and not item[5:].lstrip().startswith("/"):
-            raise Invalid(f"{item!r}: a unix socket path must be absolute")
+    for given in _as_list(value):
+        item = _absolute_endpoint(_escape_ipv6_interface(given), base)
         try:
             serverFromString(MemoryReactor(), item)
         except Exception as e:
             hint = ""
             if isinstance(e, ImportError) and "OpenSSL" in str(e):
                 hint = "; TLS needs pyOpenSSL: pip install 'backtracweb[tls]'"
-            raise Invalid(f"{item!r} is not a usable Twisted endpoint: "
+            raise Invalid(f"{given!r} is not a usable Twisted endpoint: "
                           f"{type(e).__name__}: {e}{hint}") from None
         result.append(item)
     return tuple(result)
@@ -403,7 +426,7 @@ def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
         "python_object": check_python_object,
         "size": check_size,
         "network_list": check_network_list,
-        "endpoint_list": check_endpoint_list,
+        "endpoint_list": bind(check_endpoint_list),
         "log_destination": bind(check_log_destination),
         "log_format": check_log_format,
         "url_path_or_off": check_url_path_or_off,

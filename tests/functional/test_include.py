@@ -167,10 +167,6 @@ def test_error_in_included_file_names_that_file(site: Path, workdir: Path, text:
     assert not daemon.pidfile.exists() and not daemon.logfile.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: an unknown section in an included file is blamed on the main file: "
-    "config.load_config looks up sources[('', name)], but _merge records sections "
-    "as (name, None)"))
 def test_unknown_section_in_included_file_names_that_file(site: Path, workdir: Path):
     """An unknown section ([threadpol]) in a drop-in is reported naming the drop-in."""
     bad = drop_in(site, "20-bad.ini", "[threadpol]\nmax = 4\n")

@@ -118,7 +118,14 @@ class TestWhoIsBelieved:
     def test_trusted_peer_without_headers(self):
         """A trusted peer that sends no forwarding header changes nothing."""
         assert PROXIES.resolve("10.0.0.1", {}) is None
-        assert PROXIES.resolve("10.0.0.1", {"x-forwarded-proto": "https"}) is None
+
+    def test_trusted_peer_with_only_forwarded_proto(self):
+        """
+        X-Forwarded-Proto alone (a TLS-terminating proxy that does not add
+        X-Forwarded-For) sets the scheme; the peer stays the client.
+        """
+        assert PROXIES.resolve("10.0.0.1", {"x-forwarded-proto": "https"}) == Forwarded(
+            None, "https", None)
 
     def test_ipv4_mapped_peer_trusted(self):
         """A peer on a dual-stack socket (C{::ffff:10.0.0.1}) is trusted as C{10.0.0.1}."""
