@@ -133,6 +133,7 @@ class AccessLog:
         self.template = COMBINED if template == "combined" else template
         self._fd: int | None = None
         self._emit: Callable[[str], None] = self._discard
+        self._enabled = False
 
     def open(self) -> AccessLog:
         """
@@ -145,15 +146,25 @@ class AccessLog:
         elif self.destination != OFF:
             self._fd = self._open_file()
             self._emit = self._to_file
+        self._enabled = self.destination != OFF
         return self
 
     def _open_file(self) -> int:
         return os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether lines are written anywhere (building an entry costs time)."""
+        return self._enabled
+
+    def format(self, entry: Entry) -> str:
+        """The line for one request."""
+        return self.template.format_map(entry.fields())
+
     def write(self, entry: Entry) -> None:
         """Log one finished request."""
-        if self._emit is not self._discard:
-            self._emit(self.template.format_map(entry.fields()))
+        if self._enabled:
+            self._emit(self.format(entry))
 
     def reopen(self) -> None:
         """
@@ -171,6 +182,7 @@ class AccessLog:
             os.close(self._fd)
             self._fd = None
         self._emit = self._discard
+        self._enabled = False
 
     def _discard(self, line: str) -> None:
         pass

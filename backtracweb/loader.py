@@ -12,7 +12,7 @@ from __future__ import annotations
 from backtracweb.accesslog import AccessLog
 from backtracweb.apps import load_application
 from backtracweb.config import Config
-from backtracweb.errors import ConfigError
+from backtracweb.errors import ConfigError, StartupError
 from backtracweb.pool import ThreadPoolService, make_pool
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot, static_routes
@@ -67,7 +67,10 @@ def build_service(config: Config, reactor) -> BacktracService:
     def load_app():
         return load_application(config.app_loader, config.app)
 
-    web = WebService(config.listen, site, load_app, pool, reactor)
+    try:
+        web = WebService(config.listen, site, load_app, pool, reactor)
+    except StartupError as e:
+        raise StartupError(f"{config.path}: {e}") from None
     return BacktracService(
         config, ThreadPoolService(pool, reactor), web, make_site_settings, reactor
     )

@@ -104,12 +104,14 @@ class SiteRoot(Resource):
         Whether the request would wait beyond C{[limits] max_queue}: every
         thread is busy and the queue is full.
         """
-        pool = self.pool
+        pool, app = self.pool, self.app
         if pool is None:
             return False
-        busy, queued = len(pool.working), pool.q.qsize()
-        if busy + queued < pool.max + max_queue:
+        # The resource's own count: asking the pool for its statistics
+        # takes its lock, on every request.
+        if app.in_flight < pool.max + max_queue:
             return False
+        busy, queued = len(pool.working), pool.q.qsize()
         request.site.stats.refused_overload += 1
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY:

@@ -14,11 +14,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.wsgi import WSGIResource
 
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import StartupError
 from backtracweb.website import BacktracSite
+from backtracweb.wsgi import WSGIApplicationResource
 
 
 class ListeningService(StreamServerEndpointService):
@@ -31,7 +31,17 @@ class ListeningService(StreamServerEndpointService):
     _log = Logger()
 
     def __init__(self, description: str, site: BacktracSite, reactor) -> None:
-        super().__init__(serverFromString(reactor, description), site)
+        try:
+            endpoint = serverFromString(reactor, description)
+        except IndexError:
+            # The configuration accepts a systemd endpoint without sockets
+            # so that `backtracweb check` works outside socket activation.
+            raise StartupError(
+                f"[server] listen = {description!r}: systemd passed no socket at that index "
+                "(LISTEN_FDS is unset or too small); start the daemon through its .socket "
+                "unit, or listen on a port"
+            ) from None
+        super().__init__(endpoint, site)
         self._raiseSynchronously = True  # so twistd reports bind errors and exits
         self.description = description
 
@@ -41,7 +51,20 @@ class ListeningService(StreamServerEndpointService):
         except CannotListenError as e:
             error = e.socketError
             reason = getattr(error, "strerror", None) or str(error or e)
-            raise StartupError(f"cannot listen on {_readable(self.description)}: {reason}") from None
+            message = f"cannot listen on {_readable(self.description)}: {reason}"
+            raise fatal(StartupError(message)) from None
+
+
+def fatal(error: StartupError) -> StartupError:
+    """
+    Log C{error} now, and return it to be raised: twistd's parent exits as
+    soon as the daemon reports it, and the log must already say why.
+    """
+    _log.critical("backtracweb cannot start: {error}", error=error)
+    return error
+
+
+_log = Logger(namespace="backtracweb.server")
 
 
 def _readable(description: str) -> str:
@@ -85,8 +108,11 @@ class WebService(MultiService):
         return self.site.resource
 
     def startService(self) -> None:
-        application = self._load_app()
-        self.root.app = WSGIResource(self._reactor, self._pool, application)
+        try:
+            application = self._load_app()
+        except StartupError as e:
+            raise fatal(e)
+        self.root.app = WSGIApplicationResource(self._reactor, self._pool, application)
         self.root.pool = self._pool
         super().startService()
         for listening in self:

@@ -11,6 +11,7 @@ signals an admin expects.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Callable
@@ -140,7 +141,7 @@ class BacktracService(MultiService):
     def reopen_logs(self, signame: str = "reopen request") -> None:
         """Reopen the access log and twistd's log file at their paths."""
         if self._twistd_log is not None:
-            self._twistd_log.reopen()
+            self._reopen_twistd_log(signame)
         try:
             self.web.site.settings.access_log.reopen()
         except OSError as e:
@@ -148,6 +149,22 @@ class BacktracService(MultiService):
                             "to the old file: {error}", signal=signame, error=e)
         else:
             self._log.info("received {signal}: log files reopened", signal=signame)
+
+    def _reopen_twistd_log(self, signame: str) -> None:
+        # LogFile.reopen closes the file before opening it again: if the
+        # daemon (after --uid) may not open the path, every later line would
+        # be lost.  Try the path first; keep the old file if that fails.
+        log_file = self._twistd_log
+        try:
+            os.close(os.open(log_file.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        except OSError as e:
+            self._log.error(
+                "received {signal}: cannot reopen twistd's log file {path} (running as uid "
+                "{uid}): {error}; still writing to the old file",
+                signal=signame, path=log_file.path, uid=os.getuid(), error=e.strerror,
+            )
+            return
+        log_file.reopen()
 
     # -- reloading ---------------------------------------------------------------
 

@@ -357,6 +357,12 @@ def check_endpoint_list(value: Any, *, base: str) -> tuple[str, ...]:
             hint = ""
             if isinstance(e, ImportError) and "OpenSSL" in str(e):
                 hint = "; TLS needs pyOpenSSL: pip install 'backtracweb[tls]'"
+            if item.startswith("systemd:") and isinstance(e, IndexError):
+                # Well formed; no socket passed to this process.  The daemon
+                # says so when it starts; `backtracweb check` (run by
+                # ExecStartPre=, which gets no sockets) must accept it.
+                result.append(item)
+                continue
             raise Invalid(f"{given!r} is not a usable Twisted endpoint: "
                           f"{type(e).__name__}: {e}{hint}") from None
         result.append(item)

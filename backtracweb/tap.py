@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 from twisted.application.service import IService
-from twisted.logger import Logger
 from twisted.python import usage
 
 from backtracweb.config import load_config
@@ -53,8 +52,6 @@ def makeService(options: Options) -> IService:
         raise StartupError(str(e)) from None
 
 
-_log = Logger()
-
 
 def _report_startup_errors_cleanly() -> None:
     """
@@ -63,14 +60,14 @@ def _report_startup_errors_cleanly() -> None:
 
     twistd lets exceptions from C{startService} propagate out of the
     process (relaying their first 100 bytes to the terminal when it has
-    forked); the whole message goes to the log and to the terminal twistd
-    was started from (C{sys.stderr} may already be redirected to the log).
+    forked); the service has logged the whole message already (see
+    L{backtracweb.server.fatal}), and it goes to the terminal twistd was
+    started from too (C{sys.stderr} may be redirected to the log).
     """
     previous = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
         if isinstance(value, StartupError):
-            _log.critical("backtracweb cannot start: {error}", error=value)
             print(f"backtracweb cannot start: {value}", file=sys.__stderr__)
         else:
             previous(kind, value, traceback)

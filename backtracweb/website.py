@@ -111,7 +111,9 @@ class BacktracSite(Site):
     def log(self, request: BacktracRequest) -> None:
         """Count a finished (or abandoned) request and write its access-log line."""
         self.stats.count(request.code, request.sentLength)
-        self.settings.access_log.write(request.entry())
+        access_log = self.settings.access_log
+        if access_log.enabled:
+            access_log.write(request.entry())
 
     # -- stopping -------------------------------------------------------------
 

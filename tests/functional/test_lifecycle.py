@@ -332,7 +332,7 @@ def test_settings_module_failing_on_import_is_reported_after_fork(make_daemon, s
     result = daemon.start(check=False, timeout=30)
     assert result.returncode != 0
     # twistd relays only the first 100 bytes of the error: the cause comes first.
-    assert f"backtracweb.errors.AppLoadError: {cause[:20]}" in result.stderr
+    assert f"backtracweb.errors.AppLoadError: {cause[:20]}" in result.stderr, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     log = daemon.log()
     settings_file = site_dir / "broken" / "brokensite" / "settings.py"

@@ -1,0 +1,350 @@
+"""
+The WSGI container: runs the application in the thread pool and hands its
+response to the reactor.
+
+Twisted's L{twisted.web.wsgi.WSGIResource} blocks the worker thread on the
+reactor for every chunk it writes (C{blockingCallFromThread}), then hops to
+the reactor once more to finish: at least three thread switches for the
+smallest response, each costing a GIL hand-off.  Here a response the
+application produces at once (the common case: Django's C{HttpResponse} is
+one chunk) crosses to the reactor in a single non-blocking call that sends
+headers, body and end together.  Streaming responses cross chunk by chunk
+without blocking, with real back-pressure from the transport.  Files the
+application returns through C{wsgi.file_wrapper} are sent by the reactor
+itself, without a thread hop per block.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from typing import Any, Callable, Iterable
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import NoRangeStaticProducer
+from zope.interface import implementer
+
+_log = Logger(namespace="backtracweb.wsgi")
+
+# Chunks of a streaming response that may wait for the reactor at once.
+_IN_FLIGHT = 4
+_SKIP_HEADERS = frozenset({"server", "date"})  # Twisted sets its own
+_SERVER_ERROR = b"Internal Server Error\n"
+
+
+class FileWrapper:
+    """
+    PEP 3333's optional C{wsgi.file_wrapper}: marks a file the server may
+    send by its own means.  Iterating it reads blocks, for any server.
+    """
+
+    def __init__(self, filelike: Any, block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            block = read(self.block_size)
+            if not block:
+                return
+            yield block
+
+
+class _ErrorStream:
+    """C{wsgi.errors}: what the application writes there goes to twistd's log."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            _log.error("{text}", text=text.rstrip("\n"))
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
+_ERRORS = _ErrorStream()
+
+
+@implementer(IResource)
+class WSGIApplicationResource:
+    """
+    Serves every request it is given with a WSGI application run in
+    C{pool}.  The application sees C{SCRIPT_NAME} empty and the whole
+    decoded path as C{PATH_INFO}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reactor, pool, application: Callable) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self._application = application
+        self._started = 0  # counted on the reactor thread
+        self._done = 0  # counted by the workers, under the lock
+        self._done_lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed to the pool and not yet done: running or waiting."""
+        return self._started - self._done
+
+    def _request_done(self) -> None:
+        with self._done_lock:
+            self._done += 1
+
+    def render(self, request: Request) -> int:
+        self._started += 1
+        _Response(self._reactor, self._application, request, self._request_done).start(self._pool)
+        return NOT_DONE_YET
+
+    def getChildWithDefault(self, name, request):  # pragma: no cover - isLeaf
+        raise RuntimeError("a WSGI application has no child resources")
+
+    def putChild(self, path, child):  # pragma: no cover - isLeaf
+        raise RuntimeError("a WSGI application has no child resources")
+
+
+def _latin1(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def make_environ(request: Request) -> dict[str, Any]:
+    """
+    The WSGI environ for a request.  Called in the worker thread: the
+    request is complete and the reactor no longer changes what is read here.
+    """
+    uri = request.uri
+    query = uri.split(b"?", 1)[1] if b"?" in uri else b""
+    client = request.getClientAddress()
+    host = request.getHost()
+    headers = request.requestHeaders
+    environ = {
+        "REQUEST_METHOD": _latin1(request.method),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": _latin1(b"/" + b"/".join(request.postpath)),
+        "QUERY_STRING": _latin1(query),
+        "CONTENT_TYPE": _latin1(headers.getRawHeaders(b"content-type", [b""])[0]),
+        "CONTENT_LENGTH": _latin1(headers.getRawHeaders(b"content-length", [b""])[0]),
+        "SERVER_NAME": _latin1(request.getRequestHostname()),
+        "SERVER_PORT": str(getattr(host, "port", "")),
+        "SERVER_PROTOCOL": _latin1(request.clientproto),
+        "REMOTE_ADDR": getattr(client, "host", ""),
+        "REMOTE_PORT": str(getattr(client, "port", "")),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "https" if request.isSecure() else "http",
+        "wsgi.input": request.content,
+        "wsgi.input_terminated": True,
+        "wsgi.errors": _ERRORS,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    for name, values in headers.getAllRawHeaders():
+        key = "HTTP_" + _latin1(name).upper().replace("-", "_")
+        if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+            continue  # CGI: these are CONTENT_TYPE and CONTENT_LENGTH only
+        environ[key] = ",".join(_latin1(v) for v in values)
+    return environ
+
+
+@implementer(IPushProducer)
+class _Response:
+    """
+    One request's trip through the application.  Everything prefixed
+    C{_in_reactor} runs on the reactor thread; the rest in the worker.
+    """
+
+    def __init__(self, reactor, application: Callable, request: Request,
+                 done: Callable[[], None]) -> None:
+        self._reactor = reactor
+        self._application = application
+        self.request = request
+        self._done = done
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._headers_sent = False  # worker-side: the headers have been handed over
+        self._gone = False  # the client went away, or the response was cut
+        self._writable = threading.Event()
+        self._writable.set()
+        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+        request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, result: object) -> None:
+        self._gone = True
+        self._writable.set()  # a paused worker must notice
+
+    def start(self, pool) -> None:
+        pool.callInThread(self.run)
+
+    # -- the worker thread ------------------------------------------------------
+
+    def start_response(self, status: str, headers: list, exc_info=None):
+        """The WSGI C{start_response} callable."""
+        if exc_info is not None:
+            try:
+                if self._headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise RuntimeError("start_response called twice without exc_info")
+        if not isinstance(status, str) or not status[:3].isdigit():
+            raise TypeError(f"status must be a str like '200 OK', not {status!r}")
+        for header in headers:
+            if not (isinstance(header, tuple) and len(header) == 2
+                    and isinstance(header[0], str) and isinstance(header[1], str)):
+                raise TypeError(f"a header must be a (str, str) tuple, not {header!r}")
+        self._status, self._headers = status, list(headers)
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        """The legacy C{write} callable start_response returns."""
+        self._send(data, finish=False)
+
+    def run(self) -> None:
+        result = None
+        try:
+            result = self._application(make_environ(self.request), self.start_response)
+            if isinstance(result, FileWrapper) and self._send_file(result):
+                return
+            if isinstance(result, (list, tuple)) or getattr(result, "streaming", None) is False:
+                # Complete already (Django marks such responses streaming =
+                # False): one trip to the reactor for the whole response.
+                self._send(b"".join(result), finish=True)
+                return
+            for chunk in result:
+                if self._gone:
+                    break
+                if chunk:
+                    self._send(chunk, finish=False)
+            if not self._gone:
+                self._send(b"", finish=True)
+        except BaseException:
+            failure = Failure()
+            self._reactor.callFromThread(self._in_reactor_fail, failure, self._headers_sent)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    _log.failure("WSGI application error while closing the response")
+            self._done()
+
+    def _send(self, data: bytes, finish: bool) -> None:
+        """Hand data (and the headers, the first time) to the reactor."""
+        if self._status is None:
+            raise RuntimeError("the application sent a body before calling start_response")
+        if not isinstance(data, bytes):
+            raise TypeError(f"the response body must be bytes, not {type(data).__name__}")
+        headers = None
+        if not self._headers_sent:
+            headers, self._headers_sent = (self._status, self._headers), True
+        if not finish:
+            # Back-pressure: wait while the transport is full, and keep
+            # only a few chunks queued for the reactor.
+            self._writable.wait()
+            self._slots.acquire()
+        self._reactor.callFromThread(self._in_reactor_send, headers, data, finish)
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """
+        Let the reactor send a regular file the application wrapped; False
+        if it is not one (then it is iterated like any response).
+        """
+        try:
+            fileno = wrapper.filelike.fileno()
+            info = os.fstat(fileno)
+            position = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode) or self._status is None:
+            return False
+        # A descriptor of our own: the application closes its file when
+        # its response is closed, here in its own thread, as it expects.
+        own = os.fdopen(os.dup(fileno), "rb")
+        own.seek(position)
+        self._headers_sent = True
+        self._reactor.callFromThread(self._in_reactor_send_file,
+                                     (self._status, self._headers), own)
+        return True
+
+    # -- the reactor thread -------------------------------------------------------
+
+    def _in_reactor_headers(self, headers: tuple[str, list]) -> None:
+        status, header_list = headers
+        code, _, reason = status.partition(" ")
+        request = self.request
+        request.setResponseCode(int(code[:3]), reason.encode("latin-1"))
+        raw = request.responseHeaders
+        for name, value in header_list:
+            if name.lower() not in _SKIP_HEADERS:
+                raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+
+    def _in_reactor_send(self, headers, data: bytes, finish: bool) -> None:
+        if not finish:
+            self._slots.release()
+        if self._gone:
+            return
+        request = self.request
+        if headers is not None:
+            self._in_reactor_headers(headers)
+            if not finish:
+                request.registerProducer(self, True)
+        if data:
+            request.write(data)
+        if finish:
+            if request.producer is self:
+                request.unregisterProducer()
+            request.finish()
+
+    def _in_reactor_send_file(self, headers, file) -> None:
+        if self._gone:
+            file.close()
+            return
+        self._in_reactor_headers(headers)
+        # Twisted's own file producer: reads on the reactor as the
+        # transport drains, finishes the request at the end of the file.
+        NoRangeStaticProducer(self.request, file).start()
+
+    def _in_reactor_fail(self, failure: Failure, headers_sent: bool) -> None:
+        _log.failure("WSGI application error", failure=failure)
+        if self._gone:
+            return
+        self._gone = True
+        self._writable.set()
+        request = self.request
+        if headers_sent or request.startedWriting:
+            request.loseConnection()
+        else:
+            request.setResponseCode(500)
+            request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
+            request.responseHeaders.setRawHeaders(
+                b"content-length", [b"%d" % len(_SERVER_ERROR)])
+            request.write(_SERVER_ERROR)
+            request.finish()
+
+    # IPushProducer: the transport's flow control, relayed to the worker.
+
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self._gone = True
+        self._writable.set()

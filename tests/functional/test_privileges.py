@@ -1,0 +1,449 @@
+"""
+Privileges and socket activation, end to end with a real twistd: a daemon
+started as root binds a port below 1024 and then runs as nobody (the README's
+"the port is bound before --uid/--gid drop privileges"); and a listening
+socket handed over the way systemd does it is adopted through
+[server] listen = systemd:domain=INET:index=0.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, Daemon, free_port, process_exists, twistd_command, wait_until
+
+ENDPOINT = "systemd:domain=INET:index=0"
+
+# A WSGI app next to testapp.py that reports the credentials of the worker
+# thread running the request (getres[ug]id are per calling thread on Linux),
+# and hands every other path to testapp.
+IDS_APP = '''\
+import json
+import os
+import threading
+
+from testapp import application as testapp
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] != "/ids":
+        return testapp(environ, start_response)
+    body = json.dumps({
+        "uids": os.getresuid(), "gids": os.getresgid(), "groups": os.getgroups(),
+        "thread": threading.current_thread().name,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie (a daemon's parent is init, which may reap it later)."""
+    if not process_exists(pid):
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop(daemon: Daemon) -> None:
+    """SIGTERM the daemon by pid and wait until it has exited."""
+    pid = daemon.pid
+    daemon.signal(signal.SIGTERM)
+    wait_until(lambda: exited(pid), 15, f"pid {pid} to exit")
+    daemon.pid = None
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+# -- privileges -------------------------------------------------------------------
+
+
+def nobody_ids() -> tuple[int, int]:
+    """(uid of nobody, gid of nogroup), or skip: these tests need root and both."""
+    if os.geteuid() != 0:
+        pytest.skip("dropping privileges needs root")
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no user nobody or group nogroup on this host")
+
+
+def free_privileged_port() -> int:
+    """A port below 1024 on 127.0.0.1 that nothing listens on (binding needs root)."""
+    for port in range(900, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port in 900..999 on 127.0.0.1")
+
+
+def unreadable_as(uid: int, gid: int, paths: list[str]) -> list[str]:
+    """
+    Which of C{paths} uid:gid cannot read (list a directory, read a file),
+    checked in a forked child that drops to those ids the way twistd does.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            failing = []
+            for path in paths:
+                try:
+                    if os.path.isdir(path):
+                        os.listdir(path)
+                    else:
+                        with open(path, "rb") as f:
+                            f.read(1)
+                except OSError:
+                    failing.append(path)
+            os.write(write_end, json.dumps(failing).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        answer = f.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and answer, "the permission probe failed"
+    return json.loads(answer)
+
+
+def code_paths() -> list[str]:
+    """
+    What the daemon still imports from after it has dropped privileges: the
+    directories on this interpreter's sys.path under its prefixes (stdlib,
+    lib-dynload, site-packages; the daemon runs the same interpreter) and a
+    module from each.
+    """
+    import json as stdlib_module
+
+    import backtracweb
+    import twisted
+
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    dirs = [p for p in sys.path if p and os.path.isdir(p)
+            and any(Path(p).resolve().is_relative_to(prefix) for prefix in prefixes)]
+    return dirs + [stdlib_module.__file__, backtracweb.__file__, twisted.__file__]
+
+
+@pytest.fixture
+def readable_code_for_nobody():
+    """
+    Make sure nobody can read the interpreter's code, so that modules imported
+    after the drop (the application and anything imported lazily) load.
+
+    Where a parent directory denies nobody traversal (a clone or pyenv under
+    a 0700 /root, as in CI where the venv is CLONE/.venv), o+x is added to that
+    directory for the test only: traversal, not listing. Inside sys.prefix
+    (the venv, e.g. created under umask 077), o+rX is added recursively. Every
+    mode changed is restored afterwards. If nobody still cannot read the code
+    the test fails: skipping would hide the very thing under test.
+    """
+    uid, gid = nobody_ids()
+    changed: list[tuple[Path, int]] = []
+
+    def add(path: Path, bits: int) -> None:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & bits != bits:
+            changed.append((path, mode))
+            path.chmod(mode | bits)
+
+    try:
+        failing = unreadable_as(uid, gid, code_paths())
+        for path in failing:
+            for parent in reversed(Path(path).resolve().parents):
+                add(parent, stat.S_IXOTH)
+        prefix = Path(sys.prefix).resolve()
+        for path in unreadable_as(uid, gid, failing) if failing else []:
+            if Path(path).resolve().is_relative_to(prefix):
+                for root, dirs, files in os.walk(prefix):
+                    add(Path(root), stat.S_IROTH | stat.S_IXOTH)
+                    for name in files:
+                        if not os.path.islink(os.path.join(root, name)):
+                            add(Path(root, name), stat.S_IROTH)
+                break
+        still = unreadable_as(uid, gid, code_paths())
+        if still:
+            pytest.fail(f"nobody cannot read {still} even after granting o+x on their parents")
+        yield uid, gid
+    finally:
+        for path, mode in reversed(changed):
+            path.chmod(mode)
+
+
+@pytest.fixture
+def world_readable_dir():
+    """
+    A 0755 directory under /tmp: pytest's tmp_path sits below 0700
+    directories, which nobody could not enter once privileges are dropped.
+    """
+    path = Path(tempfile.mkdtemp(prefix="btw-priv-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def proc_ids(pid: int, task: str | None = None) -> dict[str, list[int]]:
+    """The Uid, Gid (real, effective, saved, filesystem) and Groups of a process or thread."""
+    status = Path(f"/proc/{pid}" + (f"/task/{task}" if task else "") + "/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {key: [int(v) for v in fields[key].split()] for key in ("Uid", "Gid", "Groups")}
+
+
+@pytest.fixture
+def nobody_daemon(readable_code_for_nobody, world_readable_dir: Path):
+    """
+    A daemon to be started as root with --uid nobody --gid nogroup and
+    [server] port below 1024, serving testapp plus /ids from a directory
+    nobody can read: (daemon, uid, gid).  Killed by pid at the end if still up.
+    """
+    uid, gid = readable_code_for_nobody
+    port = free_privileged_port()
+    base = world_readable_dir
+    apps = base / "apps"
+    shutil.copytree(APPS, apps)
+    (apps / "ids.py").write_text(IDS_APP)
+    for path in [apps, *apps.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    config = base / "backtrac.ini"
+    config.write_text(textwrap.dedent(f"""
+        [server]
+        port = {port}
+        interface = 127.0.0.1
+        [threadpool]
+        min = 2
+        max = 4
+        [app]
+        loader = wsgi
+        pythonpath = apps
+        application = ids:application
+        """))
+    config.chmod(0o644)
+    # twistd opens the log and writes the pidfile as root, before the drop,
+    # so base (root's, 0755) does for those; but it removes the pidfile at
+    # exit as nobody, which needs a directory nobody may write in.
+    run = base / "run"
+    run.mkdir()
+    os.chown(run, uid, gid)
+    daemon = Daemon(config, base, port)
+    daemon.pidfile = run / "twistd.pid"
+    yield daemon, uid, gid
+    daemon.kill()
+
+
+def test_privileged_port_then_runs_as_nobody(nobody_daemon):
+    """
+    twistd --uid nobody --gid nogroup, started as root with [server] port
+    below 1024: the port is bound before the drop and serves the application
+    (200); afterwards every thread of the daemon, worker threads included,
+    has real, effective, saved and filesystem ids nobody/nogroup and no
+    root group, so root cannot be regained; the application's code itself
+    runs as nobody; SIGTERM stops the daemon, which (as nobody) can still
+    remove its pidfile because the pidfile's directory belongs to nobody.
+    """
+    daemon, uid, gid = nobody_daemon
+    daemon.start("--uid", str(uid), "--gid", str(gid))
+
+    response, body = daemon.get("/hello")
+    assert (response.status, body) == (200, b"testapp /hello")
+    response, body = daemon.get("/ids")
+    assert response.status == 200, body
+    app = json.loads(body)
+    assert app["uids"] == [uid] * 3 and app["gids"] == [gid] * 3, app
+    assert 0 not in app["groups"], app
+    assert app["thread"] != "MainThread"
+
+    tasks = os.listdir(f"/proc/{daemon.pid}/task")
+    assert len(tasks) >= 3  # the reactor thread and the 2 workers of [threadpool] min
+    for task in tasks:
+        ids = proc_ids(daemon.pid, task)
+        assert ids["Uid"] == [uid] * 4 and ids["Gid"] == [gid] * 4, (task, ids)
+        assert 0 not in ids["Groups"], (task, ids)
+
+    log = daemon.log()
+    assert f"set uid/gid {uid}/{gid}" in log
+    assert f"serving on 127.0.0.1:{daemon.port}" in log
+
+    stop(daemon)
+    assert refused(daemon.port)
+    wait_until(lambda: not daemon.pidfile.exists(), 5, "the pidfile to be removed")
+    log = daemon.log()
+    assert "No permission to delete pid file" not in log
+    assert "Traceback" not in log, log
+
+
+def test_sigusr1_after_dropping_privileges_keeps_logging(nobody_daemon):
+    """
+    SIGUSR1 (log reopen) in a daemon that dropped to nobody, with twistd's
+    --logfile created by root before the drop: the daemon goes on logging to
+    its --logfile (reopened, or the old file kept with the failure logged, as
+    backtracweb does for the access log); the access line of a request made
+    after the signal and the stop message are in the log.
+    """
+    daemon, uid, gid = nobody_daemon
+    daemon.start("--uid", str(uid), "--gid", str(gid))
+    daemon.signal(signal.SIGUSR1)
+    response, _ = daemon.get("/after-sigusr1")
+    assert response.status == 200
+    stop(daemon)  # the log is complete once the daemon has exited
+    log = daemon.log()
+    assert "GET /after-sigusr1 " in log, log
+    assert "received SIGTERM: stopping" in log, log
+    assert f"cannot reopen twistd's log file {daemon.logfile} (running as uid {uid})" in log
+
+
+# -- systemd socket activation ------------------------------------------------------
+
+# Emulates systemd starting a socket-activated service: the listening socket
+# as fd 3 (preexec_fn), and LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID, the
+# last equal to the pid of twistd itself: sh exports its own pid, then execs
+# twistd, which keeps it. Twisted's ListenFDs ignores the variables unless
+# LISTEN_PID is its pid and (Twisted 26.10, as installed here) unless
+# LISTEN_FDNAMES names as many descriptors as LISTEN_FDS counts; systemd >= 227
+# always sets it.
+#
+# twistd daemonizes here, the normal twistd use: ListenFDs reads the
+# environment when twisted.internet.endpoints is first imported, which
+# backtracweb does while parsing the file in twistd's first process, whose pid
+# is LISTEN_PID; the forked daemon inherits the parsed descriptor list and
+# fd 3, so the pid changing in the fork does not matter.
+SYSTEMD_SH = 'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=backtracweb.socket; exec "$@"'
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+
+
+def start_socket_activated(daemon: Daemon, listening: socket.socket) -> subprocess.CompletedProcess:
+    fd = listening.fileno()
+
+    def as_fd_3() -> None:
+        os.dup2(fd, 3)
+        os.set_inheritable(3, True)  # in case fd was already 3
+
+    return subprocess.run(
+        ["sh", "-c", SYSTEMD_SH, "sh", *twistd_command(),
+         "--pidfile", str(daemon.pidfile), "--logfile", str(daemon.logfile),
+         "backtracweb", "-c", str(daemon.config)],
+        cwd=daemon.workdir, env=clean_environment(), capture_output=True, text=True,
+        timeout=60, close_fds=False, preexec_fn=as_fd_3,
+        # close_fds=False: fd 3 is made in the child, after subprocess chose
+        # which descriptors to keep; the test's other descriptors are
+        # non-inheritable (PEP 446) and close at exec anyway.
+    )
+
+
+@pytest.fixture
+def systemd_daemon(make_daemon, site_dir: Path) -> Daemon:
+    """The test app, listening only on the socket systemd passes as fd 3."""
+    shutil.copytree(APPS, site_dir / "apps")
+    return make_daemon(f"""
+        [server]
+        listen = {ENDPOINT}
+        [threadpool]
+        min = 1
+        max = 2
+        [app]
+        loader = wsgi
+        pythonpath = apps
+        application = testapp:application
+        """)
+
+
+def test_socket_passed_by_systemd_is_adopted_and_served(systemd_daemon: Daemon):
+    """
+    With listen = systemd:domain=INET:index=0, a listening socket passed as
+    fd 3 with LISTEN_FDS=1 (as systemd does) is served by the daemonized
+    twistd once the test has closed its own copy; the log names the
+    endpoint; on SIGTERM the daemon exits and the port refuses connections,
+    so the daemon held the only remaining copy of the socket.
+    """
+    daemon = systemd_daemon
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        daemon.port = listening.getsockname()[1]
+        result = start_socket_activated(daemon, listening)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{daemon.log()}"
+    daemon.pid = int(daemon.pidfile.read_text())
+
+    response, body = daemon.get("/hello")
+    assert (response.status, body) == (200, b"testapp /hello")
+    response, body = daemon.get("/environ")
+    assert json.loads(body)["SERVER_PORT"] == str(daemon.port)
+    log = daemon.log()
+    assert f"serving on {ENDPOINT}" in log
+    assert "Traceback" not in log
+
+    stop(daemon)
+    assert refused(daemon.port)
+
+
+def test_systemd_endpoint_without_socket_activation_fails_clearly(systemd_daemon: Daemon):
+    """
+    The same file started without LISTEN_FDS (not by systemd) makes twistd
+    exit non-zero before it forks (no log file, no pidfile), with one line
+    naming the file, [server] listen and the systemd endpoint, and saying
+    that no socket was passed, not a bare IndexError.
+    """
+    daemon = systemd_daemon
+    result = subprocess.run(
+        [*twistd_command(), "--pidfile", str(daemon.pidfile), "--logfile", str(daemon.logfile),
+         "backtracweb", "-c", str(daemon.config)],
+        cwd=daemon.workdir, env=clean_environment(), capture_output=True, text=True, timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert not daemon.logfile.exists() and not daemon.pidfile.exists()
+    assert "Traceback" not in output
+    line = next((l for l in output.splitlines() if f"[server] listen = '{ENDPOINT}'" in l), None)
+    assert line is not None and f"{daemon.config}:" in line, output
+    explanation = line.split(f"'{ENDPOINT}'")[-1]
+    assert "IndexError" not in line and "list index out of range" not in line, line
+    assert "LISTEN_FDS" in explanation or "socket" in explanation.lower(), line
+
+
+def test_check_accepts_systemd_endpoint_outside_socket_activation(systemd_daemon: Daemon):
+    """
+    backtracweb check, run without LISTEN_FDS as the sample unit's
+    ExecStartPre= and ExecReload= run it (systemd hands the socket only to
+    ExecStart=), accepts listen = systemd:domain=INET:index=0 and exits 0.
+    """
+    daemon = systemd_daemon
+    check = Path(sys.executable).with_name("backtracweb")
+    command = [str(check)] if check.exists() else [sys.executable, "-m", "backtracweb"]
+    result = subprocess.run([*command, "check", "-c", str(daemon.config)],
+                            env=clean_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
