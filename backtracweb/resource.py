@@ -23,15 +23,48 @@ RETRY_AFTER = b"5"
 _WARN_EVERY = 10.0  # seconds between two overload warnings
 
 
+SMALL_FILE = 64 * 1024
+"""Files up to this size are sent in one write, without a producer."""
+BLOCK_SIZE = 512 * 1024
+"""Larger files are read in blocks of this size (Twisted's default is 64 KiB)."""
+
+
+class _WholeFile:
+    """A producer in name only: sends a small file at once and finishes."""
+
+    def __init__(self, request: Request, file) -> None:
+        self.request, self.file = request, file
+
+    def start(self) -> None:
+        try:
+            data = self.file.read()
+        finally:
+            self.file.close()
+        self.request.write(data)
+        self.request.finish()
+
+
 class StaticDirectory(static.File):
     """
     Twisted's static file resource without directory listings: a mapping
     publishes files, not the names of everything beside them.  A path
     segment with a NUL byte is simply not found.
+
+    Sending is cheaper than Twisted's: a small file goes out in one write
+    instead of through a producer and its cooperator, and larger ones in
+    bigger blocks, so a 1 MB file takes two reactor turns instead of sixteen.
+    Ranges, HEAD and conditional requests are Twisted's, unchanged.
     """
 
     def directoryListing(self) -> IResource:
         return self.childNotFound
+
+    def makeProducer(self, request: Request, fileForReading):
+        producer = super().makeProducer(request, fileForReading)
+        if isinstance(producer, static.NoRangeStaticProducer) and self.getFileSize() <= SMALL_FILE:
+            return _WholeFile(request, fileForReading)
+        producer.bufferSize = BLOCK_SIZE
+        return producer
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         # A NUL cannot name a file; FilePath would raise on it (a 500).
