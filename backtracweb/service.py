@@ -140,17 +140,17 @@ class BacktracService(MultiService):
 
     def reopen_logs(self, signame: str = "reopen request") -> None:
         """Reopen the access log and twistd's log file at their paths."""
-        if self._twistd_log is not None:
-            self._reopen_twistd_log(signame)
+        reopened = self._twistd_log is None or self._reopen_twistd_log(signame)
         try:
             self.web.site.settings.access_log.reopen()
         except OSError as e:
             self._log.error("received {signal}: cannot reopen the access log, still writing "
                             "to the old file: {error}", signal=signame, error=e)
         else:
-            self._log.info("received {signal}: log files reopened", signal=signame)
+            if reopened:
+                self._log.info("received {signal}: log files reopened", signal=signame)
 
-    def _reopen_twistd_log(self, signame: str) -> None:
+    def _reopen_twistd_log(self, signame: str) -> bool:
         # LogFile.reopen closes the file before opening it again: if the
         # daemon (after --uid) may not open the path, every later line would
         # be lost.  Try the path first; keep the old file if that fails.
@@ -163,8 +163,9 @@ class BacktracService(MultiService):
                 "{uid}): {error}; still writing to the old file",
                 signal=signame, path=log_file.path, uid=os.getuid(), error=e.strerror,
             )
-            return
+            return False
         log_file.reopen()
+        return True
 
     # -- reloading ---------------------------------------------------------------
 

@@ -17,8 +17,8 @@ itself, without a thread hop per block.
 from __future__ import annotations
 
 import os
+import re
 import stat
-import sys
 import threading
 from typing import Any, Callable, Iterable
 
@@ -35,6 +35,9 @@ _log = Logger(namespace="backtracweb.wsgi")
 # Chunks of a streaming response that may wait for the reactor at once.
 _IN_FLIGHT = 4
 _SKIP_HEADERS = frozenset({"server", "date"})  # Twisted sets its own
+_STATUS = re.compile(r"[1-5][0-9][0-9] [\x20-\x7e\x80-\xff]*\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 _SERVER_ERROR = b"Internal Server Error\n"
 
 
@@ -201,12 +204,17 @@ class _Response:
                 exc_info = None
         elif self._status is not None:
             raise RuntimeError("start_response called twice without exc_info")
-        if not isinstance(status, str) or not status[:3].isdigit():
+        if not (isinstance(status, str) and _STATUS.match(status)):
             raise TypeError(f"status must be a str like '200 OK', not {status!r}")
         for header in headers:
             if not (isinstance(header, tuple) and len(header) == 2
                     and isinstance(header[0], str) and isinstance(header[1], str)):
                 raise TypeError(f"a header must be a (str, str) tuple, not {header!r}")
+            # What cannot go on the wire fails here, in the application's
+            # thread, as a 500, not later on the reactor.
+            if not (_TOKEN.match(header[0]) and _VALUE.match(header[1])):
+                raise ValueError(f"header {header!r} cannot be sent: names are tokens, values "
+                                 "latin-1 text without control characters (encode others)")
         self._status, self._headers = status, list(headers)
         return self._write
 
@@ -225,13 +233,15 @@ class _Response:
                 # False): one trip to the reactor for the whole response.
                 self._send(b"".join(result), finish=True)
                 return
-            for chunk in result:
-                if self._gone:
+            chunks = iter(result)
+            while not self._gone:  # no chunk is asked for once the client left
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    self._send(b"", finish=True)
                     break
                 if chunk:
                     self._send(chunk, finish=False)
-            if not self._gone:
-                self._send(b"", finish=True)
         except BaseException:
             failure = Failure()
             self._reactor.callFromThread(self._in_reactor_fail, failure, self._headers_sent)
@@ -257,6 +267,8 @@ class _Response:
             # Back-pressure: wait while the transport is full, and keep
             # only a few chunks queued for the reactor.
             self._writable.wait()
+            if self._gone:
+                return
             self._slots.acquire()
         self._reactor.callFromThread(self._in_reactor_send, headers, data, finish)
 
@@ -271,11 +283,15 @@ class _Response:
             position = wrapper.filelike.tell()
         except (AttributeError, OSError, ValueError):
             return False
-        if not stat.S_ISREG(info.st_mode) or self._status is None:
+        if not stat.S_ISREG(info.st_mode) or self._status is None or self._headers_sent:
             return False
-        # A descriptor of our own: the application closes its file when
-        # its response is closed, here in its own thread, as it expects.
-        own = os.fdopen(os.dup(fileno), "rb")
+        # A file of our own: the application closes its file when its
+        # response is closed, here in its own thread, as it expects.  Opened
+        # anew, not dup()ed, so that it has its own position.
+        try:
+            own = open(f"/proc/self/fd/{fileno}", "rb")
+        except OSError:
+            return False
         own.seek(position)
         self._headers_sent = True
         self._reactor.callFromThread(self._in_reactor_send_file,

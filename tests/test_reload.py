@@ -448,6 +448,17 @@ class TestTwistdLogFile:
         later = None  # noqa: F841
 
 
+class FakeLogFile:
+    """Stands in for twistd's L{LogFile}: its path, and a record of its reopening."""
+
+    def __init__(self, path: Path, reopened: list) -> None:
+        self.path = str(path)
+        self._reopened = reopened
+
+    def reopen(self) -> None:
+        self._reopened.append(True)
+
+
 class TestReopenLogs:
     def test_reopens_both(self, site_dir):
         """
@@ -495,7 +506,7 @@ class TestReopenLogs:
         access_log = service.web.site.settings.access_log
         old_fd = access_log._fd
         reopened = []
-        service._twistd_log = type("Log", (), {"reopen": lambda self: reopened.append(True)})()
+        service._twistd_log = FakeLogFile(site_dir / "twistd.log", reopened)
         os.rename(site_dir / "logs", site_dir / "logs.old")
         with capturedLogs() as events:
             service.reopen_logs("SIGUSR1")
@@ -507,6 +518,32 @@ class TestReopenLogs:
         assert access_log._fd == old_fd
         assert reopened == [True]
         access_log.close()
+
+    def test_twistd_log_cannot_be_reopened(self, site_dir):
+        """
+        When twistd's log file cannot be opened at its path (after C{--uid},
+        the daemon may not create it there), it is not closed: the error is
+        logged, naming the path, and the old file stays in use; the access
+        log is still reopened.
+        """
+        service, _, _ = build(site_dir)
+        access_log = service.web.site.settings.access_log
+        old_fd = access_log._fd
+        reopened = []
+        missing = site_dir / "gone" / "twistd.log"
+        service._twistd_log = FakeLogFile(missing, reopened)
+        try:
+            with capturedLogs() as events:
+                service.reopen_logs("SIGUSR1")
+            errors = [m for level, m in messages(events) if level is LogLevel.error]
+            assert errors == [
+                f"received SIGUSR1: cannot reopen twistd's log file {missing} (running as uid "
+                f"{os.getuid()}): No such file or directory; still writing to the old file"
+            ]
+            assert reopened == []
+            assert access_log._fd != old_fd
+        finally:
+            access_log.close()
 
     def test_signal_handler_finds_twistd_log(self, site_dir, saved_signal_handlers):
         """

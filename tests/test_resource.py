@@ -27,7 +27,6 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from twisted.web.wsgi import WSGIResource
 
 from backtracweb.accesslog import AccessLog
 from backtracweb.config import StaticMapping
@@ -35,6 +34,7 @@ from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.request import BacktracRequest
 from backtracweb.resource import SiteRoot, StaticDirectory, static_routes
 from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.wsgi import WSGIApplicationResource
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +51,8 @@ def no_global_reactor():
 
 class SynchronousThreadPool:
     """
-    The part of L{ThreadPool} that L{WSGIResource} uses, calling the
-    function at once in this thread (as in Twisted's C{test_wsgi}).
+    The part of L{ThreadPool} that L{WSGIApplicationResource} uses, calling
+    the function at once in this thread (as in Twisted's C{test_wsgi}).
     """
 
     _log = Logger()
@@ -65,7 +65,7 @@ class SynchronousThreadPool:
 
 
 class SynchronousReactorThreads:
-    """The part of L{IReactorThreads} that L{WSGIResource} uses, run at once."""
+    """The part of L{IReactorThreads} that L{WSGIApplicationResource} uses, run at once."""
 
     def callFromThread(self, f, *a, **kw):
         f(*a, **kw)
@@ -356,7 +356,9 @@ def wsgi_root(tree: Path) -> tuple[BacktracSite, list[dict]]:
         return [b"wsgi"]
 
     root = SiteRoot()
-    root.app = WSGIResource(SynchronousReactorThreads(), SynchronousThreadPool(), application)
+    root.app = WSGIApplicationResource(
+        SynchronousReactorThreads(), SynchronousThreadPool(), application
+    )
     return make_site(root, [StaticMapping("/static", str(tree / "static"))]), environs
 
 
@@ -590,16 +592,29 @@ class TestRoutes:
 
     def test_static_not_refused_when_overloaded(self, tree):
         """
-        Static files need no thread, so they are served while the pool is
-        saturated; application paths get 503 with Retry-After.
+        Static files need no thread, so they are served while the
+        application has every place taken; application paths get 503 with
+        Retry-After, and the application is not called.
         """
-        site, app = make_root(tree)
+        site, _ = make_root(tree)
         site.settings = settings(mappings(tree), max_queue=0)
         pool = ThreadPool(0, 1)  # never started: work waits in its queue
-        pool.callInThread(lambda: None)
-        site.resource.pool = pool
+        calls = []
+
+        def application(environ, start_response):  # pragma: no cover - never runs
+            calls.append(environ)
+            start_response("200 OK", [])
+            return [b"wsgi"]
+
+        app = WSGIApplicationResource(SynchronousReactorThreads(), pool, application)
+        site.resource.app, site.resource.pool = app, pool
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET /waiting HTTP/1.0\r\nHost: example.com\r\n\r\n")
+        assert (app.in_flight, transport.value()) == (1, b"")  # its one place is taken
         assert serve(site, b"/static/name.txt").body == b"static"
         with capturedLogs():
             response = serve(site, b"/page")
         assert (response.code, response.headers[b"retry-after"]) == (503, b"5")
-        assert app.seen == []
+        assert app.in_flight == 1
+        assert site.stats.refused_overload == 1
+        assert calls == []

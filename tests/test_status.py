@@ -33,6 +33,7 @@ from backtracweb.accesslog import AccessLog
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot
 from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.wsgi import WSGIApplicationResource
 
 
 @pytest.fixture(autouse=True)
@@ -79,14 +80,25 @@ class FakePool:
 
 
 class App(Resource):
-    """The application: C{/missing} is 404, C{/slow} is answered later."""
+    """
+    The application: C{/missing} is 404, C{/slow} is answered later.
+
+    Like the real L{WSGIApplicationResource} it counts its requests in
+    flight, which the overload check reads: those answered later, and
+    C{held} more that the test says are busy or waiting in the pool.
+    """
 
     isLeaf = True
 
-    def __init__(self) -> None:
+    def __init__(self, held: int = 0) -> None:
         super().__init__()
         self.calls: list[bytes] = []
         self.pending: list = []
+        self.held = held
+
+    @property
+    def in_flight(self) -> int:
+        return self.held + len(self.pending)
 
     def render(self, request):
         self.calls.append(request.uri)
@@ -97,6 +109,47 @@ class App(Resource):
             request.setResponseCode(404)
             return b"not found"
         return b"hello"
+
+
+def hello(environ, start_response):
+    """A WSGI application."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+class QueueingReactor:
+    """The part of the reactor L{WSGIApplicationResource} uses; calls wait for L{run_all}."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def callFromThread(self, f, *args) -> None:
+        self.calls.append((f, args))
+
+    def run_all(self) -> None:
+        while self.calls:
+            f, args = self.calls.pop(0)
+            f(*args)
+
+
+class HoldingPool(FakePool):
+    """
+    A fake pool that keeps the work it is given until the test runs it
+    (in the test's thread, as the worker would); its numbers are the work held.
+    """
+
+    def __init__(self, max: int) -> None:
+        super().__init__(min=0, max=max, workers=0, busy=0, queued=0)
+        self.held: list = []
+
+    def callInThread(self, f, *args, **kwargs) -> None:
+        self.held.append((f, args, kwargs))
+        self.q.size = len(self.held)
+
+    def run_next(self) -> None:
+        f, args, kwargs = self.held.pop(0)
+        self.q.size = len(self.held)
+        f(*args, **kwargs)
 
 
 def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]:
@@ -117,7 +170,12 @@ def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]
     )
     settings = replace(settings, **overrides)
     root = SiteRoot()
-    root.app = App() if app else None
+    if app:
+        # The work a fake pool reports busy or queued is the application's.
+        held = len(pool.working) + pool.q.qsize() if isinstance(pool, FakePool) else 0
+        root.app = App(held)
+    else:
+        root.app = None
     root.pool = pool
     site = BacktracSite(root, settings, Clock())
     site.stats.started = STARTED
@@ -434,19 +492,46 @@ class TestOverload:
 
     def test_real_pool_queue(self, monotonic):
         """
-        Work waiting in a real (unstarted) pool counts: C{max + max_queue}
-        waiting requests fill it.
+        Requests the application's real resource handed to a real
+        (unstarted) pool wait in its queue and count: C{max + max_queue} of
+        them fill it, and the next is refused; the warning reads the pool.
         """
         pool = ThreadPool(0, 2)
         site, root = make_site(pool=pool, max_queue=1)
-        for _ in range(2):
-            pool.callInThread(lambda: None)
-        client = Client(site)
-        assert client.get(b"/app")[0] == 200
-        pool.callInThread(lambda: None)
+        root.app = WSGIApplicationResource(QueueingReactor(), pool, hello)
+        waiting = [Client(site) for _ in range(3)]
+        for client in waiting:
+            client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert root.app.in_flight == 3
+        assert all(client.transport.value() == b"" for client in waiting)
         with capturedLogs() as events:
-            assert client.get(b"/app")[0] == 503
+            assert Client(site).get(b"/app")[0] == 503
         assert [formatEvent(e) for e in events] == [warning(0, 3, 2, 1)]
+        assert root.app.in_flight == 3
+
+    def test_place_freed_when_worker_done(self, monotonic):
+        """
+        A place frees as soon as a worker is done with a request (before the
+        reactor has sent its response): the next request is accepted.
+        """
+        pool = HoldingPool(max=1)
+        reactor = QueueingReactor()
+        site, root = make_site(pool=pool, max_queue=1)
+        root.app = WSGIApplicationResource(reactor, pool, hello)
+        first, second = Client(site), Client(site)
+        for client in (first, second):
+            client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert root.app.in_flight == 2
+        with capturedLogs():
+            assert Client(site).get(b"/app")[0] == 503
+        pool.run_next()
+        assert root.app.in_flight == 1
+        third = Client(site)
+        third.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert root.app.in_flight == 2
+        assert site.stats.refused_overload == 1
+        reactor.run_all()
+        assert first.transport.value().endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     def test_warning_at_most_every_ten_seconds(self, monotonic):
         """The warning is logged at most once per 10 seconds, however many are refused."""
