@@ -15,7 +15,6 @@ import fcntl
 import os
 import re
 import stat
-import sys
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -34,15 +33,6 @@ from backtracweb import request as request_module
 from backtracweb.accesslog import COMBINED, FIELDS, AccessLog, Entry, template_errors
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.website import BacktracSite, SiteSettings
-
-
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
 
 
 STARTED = calendar.timegm((2026, 11, 25, 18, 40, 0)) + 0.125

@@ -10,9 +10,7 @@ advance.
 
 from __future__ import annotations
 
-import sys
 
-import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -26,15 +24,6 @@ from backtracweb.accesslog import AccessLog
 from backtracweb.channel import BacktracChannel
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.website import BacktracSite, SiteSettings
-
-
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
 
 
 MAX_BODY = 100

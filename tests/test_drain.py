@@ -11,9 +11,7 @@ channel its connection is gone, as the reactor would.
 
 from __future__ import annotations
 
-import sys
 
-import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
@@ -26,15 +24,6 @@ from twisted.web.server import NOT_DONE_YET
 from backtracweb.accesslog import AccessLog
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.website import BacktracSite, SiteSettings
-
-
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
 
 
 TIMEOUT = 30.0

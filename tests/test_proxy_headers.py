@@ -9,7 +9,6 @@ to a L{StringTransport}, with a L{Clock} as the site's reactor.
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -20,15 +19,6 @@ from twisted.web.resource import Resource
 from backtracweb.accesslog import AccessLog
 from backtracweb.proxy import Addresses, Forwarded, TrustedProxies, parse_networks
 from backtracweb.website import BacktracSite, SiteSettings
-
-
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
 
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "192.0.2.1"])

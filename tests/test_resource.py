@@ -14,7 +14,6 @@ installs the global reactor.)
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +34,6 @@ from backtracweb.request import BacktracRequest
 from backtracweb.resource import SiteRoot, StaticDirectory, static_routes
 from backtracweb.website import BacktracSite, SiteSettings
 from backtracweb.wsgi import WSGIApplicationResource
-
-
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
 
 
 # -- fakes and helpers ------------------------------------------------------------

@@ -58,15 +58,6 @@ SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 @pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
-
-
-@pytest.fixture(autouse=True)
 def saved_signal_handlers():
     """Put back the process's signal handlers, which starting the tree replaces."""
     saved = {signum: signal.getsignal(signum) for signum in SIGNALS}

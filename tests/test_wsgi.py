@@ -56,15 +56,6 @@ HOST = IPv4Address("TCP", "127.0.0.1", 8080)
 SERVER_ERROR = b"Internal Server Error\n"
 
 
-@pytest.fixture(autouse=True)
-def no_global_reactor():
-    """Fail any test that imports the global reactor."""
-    before = "twisted.internet.reactor" in sys.modules
-    yield
-    if not before:
-        assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
-
-
 # -- fakes -----------------------------------------------------------------------------
 
 

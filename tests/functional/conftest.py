@@ -202,9 +202,9 @@ def wsgi_daemon(make_daemon, site_dir: Path):
              server: str = "") -> Daemon:
         shutil.copytree(APPS, site_dir / "apps", dirs_exist_ok=True)
         return make_daemon(
-            textwrap.dedent(f"""
+            textwrap.dedent("""
             [server]
-            port = {{port}}
+            port = {port}
             """) + textwrap.dedent(server) + textwrap.dedent(f"""
             [threadpool]
             min = {min_threads}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, free_port, process_exists, twistd_command, wait_until
+from conftest import APPS, Daemon, process_exists, twistd_command, wait_until
 
 ENDPOINT = "systemd:domain=INET:index=0"
 
