@@ -32,6 +32,11 @@ from zope.interface import implementer
 
 _log = Logger(namespace="backtracweb.wsgi")
 
+SMALL_FILE = 64 * 1024
+"""Wrapped files up to this size are read by the worker and sent at once."""
+BLOCK_SIZE = 512 * 1024
+"""Larger ones are sent by the reactor in blocks of this size."""
+
 # Chunks of a streaming response that may wait for the reactor at once.
 _IN_FLIGHT = 4
 _SKIP_HEADERS = frozenset({"server", "date"})  # Twisted sets its own
@@ -285,6 +290,10 @@ class _Response:
             return False
         if not stat.S_ISREG(info.st_mode) or self._status is None or self._headers_sent:
             return False
+        if info.st_size - position <= SMALL_FILE:
+            # Cheaper read here and sent in the response's one trip.
+            self._send(wrapper.filelike.read(), finish=True)
+            return True
         # A file of our own: the application closes its file when its
         # response is closed, here in its own thread, as it expects.  Opened
         # anew, not dup()ed, so that it has its own position.
@@ -334,7 +343,9 @@ class _Response:
         self._in_reactor_headers(headers)
         # Twisted's own file producer: reads on the reactor as the
         # transport drains, finishes the request at the end of the file.
-        NoRangeStaticProducer(self.request, file).start()
+        producer = NoRangeStaticProducer(self.request, file)
+        producer.bufferSize = BLOCK_SIZE
+        producer.start()
 
     def _in_reactor_fail(self, failure: Failure, headers_sent: bool) -> None:
         _log.failure("WSGI application error", failure=failure)

@@ -44,7 +44,7 @@ from backtracweb import wsgi
 from backtracweb.accesslog import AccessLog
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.website import BacktracSite, SiteSettings
-from backtracweb.wsgi import FileWrapper, WSGIApplicationResource
+from backtracweb.wsgi import BLOCK_SIZE, FileWrapper, WSGIApplicationResource
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 10.0
@@ -1146,6 +1146,38 @@ def data_file(tmp_path) -> tuple[Path, bytes]:
 
 
 class TestFileWrapper:
+    def test_small_file_sent_in_one_trip(self, tmp_path, cooperator):
+        """
+        A wrapped file of at most SMALL_FILE bytes is read by the worker and
+        crosses to the reactor with the headers in a single call, without a
+        producer; the application's close() runs in the worker.
+        """
+        data = bytes(range(256)) * 40  # 10 KiB
+        path = tmp_path / "small.bin"
+        path.write_bytes(data)
+        closes = []
+
+        def application(environ, start_response):
+            start_response("200 OK", [("Content-Length", str(len(data)))])
+            wrapper = environ["wsgi.file_wrapper"](open(path, "rb"))
+            real_close = wrapper.close
+            wrapper.close = lambda: (closes.append(threading.current_thread().name), real_close())
+            return wrapper
+
+        fds = open_fds()
+        pool = ThreadPerCall()
+        _, reactor, site = serve(application, pool)
+        client = Connection(site)
+        request = client.get()
+        pool.join()
+        assert closes == ["worker-0"]
+        assert reactor.calls == 1
+        reactor.run_one()
+        assert request.finished and request.producer is None
+        assert not cooperator.scheduled
+        assert client.response().body == data
+        assert open_fds() == fds
+
     def test_sent_by_the_reactor(self, data_file, cooperator):
         """
         A regular file the application wraps is sent from its current
@@ -1186,12 +1218,12 @@ class TestFileWrapper:
             cooperator.step()
             blocks += 1
             if blocks == 1:
-                assert len(client.response().body) == NoRangeStaticProducer.bufferSize
+                assert len(client.response().body) == min(BLOCK_SIZE, len(data) - 1000)
                 assert not request.finished
         response = client.response()
         assert response.body == data[1000:]
         assert response.header(b"content-length") == [b"%d" % (len(data) - 1000)]
-        assert blocks == 5  # four blocks and the end
+        assert blocks == -(-(len(data) - 1000) // BLOCK_SIZE) + 1  # the blocks and the end
         assert request.finished and reactor.calls == 1
         assert open_fds() == fds
 
@@ -1492,7 +1524,7 @@ def test_django_file_response(data_file, tmp_path):
         "disposition": 'attachment; filename="data.bin"',
         "same": True,
         "calls": 1,
-        "blocks": 5,
+        "blocks": -(-len(data) // BLOCK_SIZE) + 1,  # the blocks and the end
         "worker_done_first": True,
         "finished_in": ["worker-0"],
         "request_finished": True,
