@@ -20,6 +20,8 @@ from backtracweb.errors import StartupError
 from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIApplicationResource
 
+_log = Logger(namespace="backtracweb.server")
+
 
 class ListeningService(StreamServerEndpointService):
     """
@@ -27,8 +29,6 @@ class ListeningService(StreamServerEndpointService):
     twistd drops privileges) and turning a bind failure into a
     L{StartupError} that names the address.
     """
-
-    _log = Logger()
 
     def __init__(self, description: str, site: BacktracSite, reactor) -> None:
         try:
@@ -62,9 +62,6 @@ def fatal(error: StartupError) -> StartupError:
     """
     _log.critical("backtracweb cannot start: {error}", error=error)
     return error
-
-
-_log = Logger(namespace="backtracweb.server")
 
 
 def _readable(description: str) -> str:
