@@ -4,14 +4,16 @@ gunicorn and waitress, all serving the Django project in bench/site.
 
 Run it through bench/run, which prepares bench/.venv and wrk first:
 
-    bench/run                     # full: 3 rounds of 5 s per test (about 13 minutes)
+    bench/run                     # full: 3 rounds of 5 s per test (13 to 16 minutes)
     bench/run --quick             # smoke test: 1 round of 3 s
     bench/run --only backtracweb,waitress --endpoints tiny,page
 
 Each round starts every server in turn (A B C, A B C, ...), on a free port
 of 127.0.0.1, pinned to one CPU; for each of its endpoints it warms up, then
 runs wrk pinned to another CPU, sampling the server's resident memory; then
-it stops the server by its PID.  The report gives medians over the rounds.
+it stops the server by its PID.  A measurement disturbed by other processes
+(more than --max-noise of a CPU) is repeated, within --retry-budget seconds
+for the whole run.  The report gives medians over the rounds.
 """
 
 from __future__ import annotations
@@ -493,11 +495,56 @@ def check_endpoint(running: Running, path: str, endpoint: Endpoint) -> None:
 
 # -- the in-process ceiling ------------------------------------------------
 
-def ceiling(path: str, seconds: int, pin: list[str]) -> float:
+@dataclass
+class CeilingSample:
+    rps: float
+    others_cpu: float
+
+
+def ceiling(path: str, seconds: int, pin: list[str]) -> CeilingSample:
+    before_all, before_self, t = busy_ticks(), process_ticks([os.getpid()]), time.monotonic()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([*pin, sys.executable, str(BENCH / "inprocess.py"), "--path", path,
                            "--seconds", str(seconds)], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    return json.loads(done.stdout.strip().splitlines()[-1])["rps"]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    elapsed = time.monotonic() - t
+    child = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    others = ((busy_ticks() - before_all) - (process_ticks([os.getpid()]) - before_self)) / TICK - child
+    return CeilingSample(json.loads(done.stdout.strip().splitlines()[-1])["rps"],
+                         max(0.0, others / elapsed))
+
+
+class Retrier:
+    """
+    Measures again when other processes took more than C{max_noise} of a CPU
+    during a measurement (up to twice, within a time budget for the whole
+    run), and keeps the least disturbed attempt.
+    """
+
+    def __init__(self, max_noise: float, budget: float) -> None:
+        self.max_noise = max_noise
+        self.budget = budget
+        self.spent = 0.0
+        self.retries = 0
+        self.still_noisy = 0
+
+    def __call__(self, attempt):
+        best = attempt()
+        tries = 1
+        while best.others_cpu > self.max_noise and tries < 3 and self.spent < self.budget:
+            t = time.monotonic()
+            print(f"    (others took {best.others_cpu:.0%} of a CPU; measuring again)", file=sys.stderr)
+            time.sleep(2)
+            again = attempt()
+            self.spent += time.monotonic() - t
+            self.retries += 1
+            tries += 1
+            if again.others_cpu < best.others_cpu:
+                best = again
+        if best.others_cpu > self.max_noise:
+            self.still_noisy += 1
+        return best
 
 
 # -- setup -----------------------------------------------------------------
@@ -587,6 +634,7 @@ def summarize(samples: list[Sample]) -> dict:
         "non_2xx": sum(s.non_2xx for s in samples),
         "requests": sum(s.requests for s in samples),
         "rss_mib": max(s.rss_kib for s in samples) / 1024,
+        "others_cpu": max(s.others_cpu for s in samples),
         "rounds": len(samples),
     }
 
@@ -598,12 +646,14 @@ TARGETS = [
     ("page", "ceiling", 0.9, "template page: >= 0.9x the in-process ceiling"),
     ("whitenoise-1m", "gunicorn-gthread", 1.0, "1 MB file sent by WhiteNoise: >= 1.0x gunicorn + WhiteNoise"),
     ("static-10k", "twistd-web-path", 1.2, "static 10 KB: >= 1.2x Twisted's plain static.File"),
+    ("static-10k", "twisted-static-nolog", 1.2,
+     "static 10 KB: >= 1.2x static.File with its access log off too (stricter)"),
     ("static-1m", "gunicorn-gthread", 1.0, "static 1 MB: >= 1.0x WhiteNoise under gunicorn"),
 ]
 
 
-def report(results: dict, ceilings: dict, args, info: dict, commands: dict, pin_text: str,
-           started: dt.datetime, elapsed: float) -> str:
+def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier, args, info: dict,
+           commands: dict, pin_text: str, started: dt.datetime, elapsed: float) -> str:
     lines = []
     w = lines.append
     w(f"# backtracweb benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -616,8 +666,21 @@ def report(results: dict, ceilings: dict, args, info: dict, commands: dict, pin_
       "are wrk's latency percentiles (median over the rounds); errors are wrk's socket errors "
       "(connect, read, write, timeout after 2 s) and non-2xx its responses with status >= 400, "
       "summed over the rounds; RSS is the peak resident memory of the server's process tree "
-      "during a measurement (largest of the rounds); the last column is backtracweb's median "
-      "req/s divided by this row's.")
+      "during a measurement (largest of the rounds); others' CPU is the CPU time that processes "
+      "other than the server, wrk and the harness used during a measurement, in CPUs' worth "
+      "(largest of the rounds; on a shared machine, the noise to read the row against); the last "
+      "column is backtracweb's median req/s divided by this row's.")
+    w("")
+    w(f"A measurement during which other processes took more than {args.max_noise:.0%} of a CPU "
+      f"was repeated (up to twice, keeping the least disturbed attempt, within {args.retry_budget:.0f} s "
+      f"for the run): {retrier.retries} repeat(s), taking {retrier.spent:.0f} s; "
+      f"{retrier.still_noisy} measurement(s) stayed above the limit.")
+    busiest = max((s["others_cpu"] for rows in results.values() for s in rows.values()), default=0.0)
+    if busiest > args.max_noise:
+        w("")
+        w(f"**Noise:** other processes used up to {busiest:.0%} of a CPU during some measurements "
+          "(column others' CPU); on this machine's cores that takes time from the server or wrk, "
+          "so trust the rows with little of it, or run again on a quiet machine.")
     for endpoint in ENDPOINTS:
         rows = results.get(endpoint.name)
         if not rows and endpoint.name not in ceilings:
@@ -627,19 +690,21 @@ def report(results: dict, ceilings: dict, args, info: dict, commands: dict, pin_
         w("")
         w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency`")
         w("")
-        w("| server | req/s | range | p50 | p99 | errors | non-2xx | peak RSS | backtracweb / this |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| server | req/s | range | p50 | p99 | errors | non-2xx | peak RSS | others' CPU "
+          "| backtracweb / this |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         ours = rows.get("backtracweb", {}).get("rps") if rows else None
         for name, s in (rows or {}).items():
             note = SERVER_BY_NAME[name].notes.get(endpoint.name)
             label = f"{name} ({note})" if note else name
             w(f"| {label} | {fmt_int(s['rps'])} | {fmt_int(s['rps_min'])}-{fmt_int(s['rps_max'])} | "
               f"{fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {s['socket_errors']} | {s['non_2xx']} | "
-              f"{s['rss_mib']:.0f} MiB | {ratio(ours, s['rps'])} |")
+              f"{s['rss_mib']:.0f} MiB | {s['others_cpu']:.0%} | {ratio(ours, s['rps'])} |")
         if endpoint.name in ceilings:
             c = ceilings[endpoint.name]
             w(f"| in-process ceiling (Django's WSGI handler in a loop, no server) | "
               f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | "
+              f"{ceiling_noise.get(endpoint.name, 0.0):.0%} | "
               f"{ratio(ours, statistics.median(c))} |")
         if endpoint.name == "io" and ours:
             w("")
@@ -659,11 +724,15 @@ def report(results: dict, ceilings: dict, args, info: dict, commands: dict, pin_
         got = io_rows["backtracweb"]["rps"] / (THREADS / 0.05)
         checks.append(f"| IO-bound view: >= 0.95 x pool / 50 ms | {got:.2f} | "
                       f"{'met' if got >= 0.95 else 'not met'} |")
+    c10 = results.get("io-c10", {}).get("backtracweb")
+    if c10:
+        checks.append(f"| IO-bound view, clients = pool: p99 under 60 ms | {c10['p99_ms']:.1f} ms | "
+                      f"{'met' if c10['p99_ms'] < 60 else 'not met'} |")
     if checks:
         w("")
         w("## Issue #4's single-process targets, in this run")
         w("")
-        w("| target | backtracweb's ratio | |")
+        w("| target | backtracweb, measured | |")
         w("|---|---:|---|")
         lines.extend(checks)
     w("")
@@ -713,10 +782,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated servers: " + ",".join(SERVER_BY_NAME))
     parser.add_argument("--endpoints", help="comma-separated endpoints: " + ",".join(ENDPOINT_BY_NAME))
     parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+    parser.add_argument("--max-noise", type=float, default=0.10,
+                        help="measure again (up to twice) when other processes took more than this "
+                             "many CPUs during a measurement (default 0.10)")
+    parser.add_argument("--retry-budget", type=float,
+                        help="seconds the whole run may spend on measuring again (default 180; "
+                             "--quick: 60)")
     parser.add_argument("--list", action="store_true", help="list the servers and endpoints, and exit")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 5)
+    if args.retry_budget is None:
+        args.retry_budget = 60.0 if args.quick else 180.0
 
     def pick(text, known, what):
         if not text:
@@ -744,6 +821,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     make_static_files()
     server_pin, wrk_pin, pin_text = cpus()
+    info = machine()  # now: the commit that bench/run has just installed
 
     # The plan: which server measures which endpoint, once per round; two
     # endpoints served at the same path (whitenoise-1m and static-1m under
@@ -771,6 +849,8 @@ def main(argv: list[str]) -> int:
 
     samples: dict[tuple[str, str], list[Sample]] = {}
     ceilings: dict[str, list[float]] = {}
+    ceiling_noise: dict[str, float] = {}
+    retrier = Retrier(args.max_noise, args.retry_budget)
     commands: dict[str, tuple[list[str], dict]] = {}
     failures: list[str] = []
     started = dt.datetime.now(dt.timezone.utc)
@@ -784,9 +864,11 @@ def main(argv: list[str]) -> int:
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", file=sys.stderr)
             for name in ceiling_paths:
-                rps = ceiling(APP_PATHS[name], args.duration, server_pin)
-                ceilings.setdefault(name, []).append(rps)
-                print(f"  in-process ceiling {name:16} {rps:10,.0f} req/s", file=sys.stderr)
+                got = retrier(lambda: ceiling(APP_PATHS[name], args.duration, server_pin))
+                ceilings.setdefault(name, []).append(got.rps)
+                ceiling_noise[name] = max(ceiling_noise.get(name, 0.0), got.others_cpu)
+                print(f"  in-process ceiling {name:16} {got.rps:10,.0f} req/s  others {got.others_cpu:.0%}",
+                      file=sys.stderr)
             for server, tests in plan:
                 try:
                     running = start(server, server_pin)
@@ -800,7 +882,7 @@ def main(argv: list[str]) -> int:
                     for path, endpoint in tests:
                         try:
                             check_endpoint(running, path, endpoint)
-                            sample = measure(running, path, endpoint, args, wrk_pin)
+                            sample = retrier(lambda: measure(running, path, endpoint, args, wrk_pin))
                         except (StartError, OSError, subprocess.CalledProcessError, ValueError) as e:
                             failures.append(f"round {round_no}: {server.name} {endpoint.name}: {e}")
                             print(f"  {server.name} {endpoint.name}: FAILED: {e}", file=sys.stderr)
@@ -808,7 +890,8 @@ def main(argv: list[str]) -> int:
                         samples.setdefault((server.name, path, endpoint.connections), []).append(sample)
                         print(f"  {server.name:20} {endpoint.name:15} {sample.rps:10,.0f} req/s  "
                               f"p99 {fmt_ms(sample.p99_ms):>9}  errors {sample.socket_errors}  "
-                              f"non-2xx {sample.non_2xx}  RSS {sample.rss_kib / 1024:.0f} MiB",
+                              f"non-2xx {sample.non_2xx}  RSS {sample.rss_kib / 1024:.0f} MiB  "
+                              f"others {sample.others_cpu:.0%}",
                               file=sys.stderr)
                 finally:
                     RUNNING.remove(running)
@@ -830,8 +913,8 @@ def main(argv: list[str]) -> int:
             got = samples.get((name, path, endpoint.connections))
             if got:
                 results.setdefault(endpoint.name, {})[name] = summarize(got)
-    info = machine()
-    text = report(results, ceilings, args, info, commands, pin_text, started, elapsed)
+    text = report(results, ceilings, ceiling_noise, retrier, args, info, commands, pin_text,
+                  started, elapsed)
     if failures:
         text += "\n## Failures\n\n" + "\n".join(f"- {f.splitlines()[0]}" for f in failures) + "\n"
     print(text)
@@ -843,9 +926,14 @@ def main(argv: list[str]) -> int:
         "machine": info, "summary": results, "ceilings": ceilings,
         "samples": {f"{s} {p} c{c}": [dataclasses.asdict(x) for x in v] for (s, p, c), v in samples.items()},
         "failures": failures,
+        "retries": {"max_noise": args.max_noise, "budget_s": args.retry_budget,
+                    "repeats": retrier.retries, "spent_s": retrier.spent,
+                    "still_noisy": retrier.still_noisy},
     }
-    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
-    print(f"bench: wrote {RESULTS.relative_to(REPO)}/latest.md and {stamp}.md", file=sys.stderr)
+    for target in (RESULTS / "latest.json", RESULTS / f"{stamp}.json"):
+        target.write_text(json.dumps(raw, indent=1))
+    print(f"bench: wrote {RESULTS.relative_to(REPO)}/latest.md and .json, and {stamp}.md and .json",
+          file=sys.stderr)
     return 1 if failures else 0
 
 
