@@ -11,6 +11,7 @@ stopped by SIGTERM to the pid in its pidfile.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import shutil
 import signal
@@ -217,3 +218,40 @@ def wsgi_daemon(make_daemon, site_dir: Path):
         )
 
     return make
+
+
+# -- raw HTTP, for what http.client would refuse to send ------------------------
+
+
+def exchange(daemon: "Daemon", data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes on a new connection; everything received until it closes."""
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=timeout) as s:
+        s.sendall(data)
+        received = []
+        while True:
+            block = s.recv(65536)
+            if not block:
+                return b"".join(received)
+            received.append(block)
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._file = io.BytesIO(data)
+
+    def makefile(self, *args, **kwargs):
+        return self._file
+
+
+def parse(data: bytes, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
+    """Parse a raw response with http.client: (response, decoded body)."""
+    response = http.client.HTTPResponse(_Bytes(data), method=method)
+    response.begin()
+    return response, response.read()
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    """A raw response's head and whatever bytes follow it."""
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    assert separator, f"no end of headers in {data[:200]!r}"
+    return head, rest

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import json
 import re
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, DEMO, Daemon, free_port, wait_until
+from conftest import APPS, DEMO, Daemon, exchange, free_port, parse, split_head, wait_until
 
 # Delegates to testapp, except that a request carrying X-Dump-Environ gets its
 # environ back as JSON whatever its path: testapp's own /environ only shows
@@ -129,38 +128,6 @@ def demo(tmp_path_factory) -> Daemon:
 # -- raw HTTP helpers ---------------------------------------------------------
 
 
-def exchange(daemon: Daemon, data: bytes, timeout: float = 10) -> bytes:
-    """Send raw bytes on a new connection; everything received until it closes."""
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=timeout) as s:
-        s.sendall(data)
-        received = []
-        while True:
-            block = s.recv(65536)
-            if not block:
-                return b"".join(received)
-            received.append(block)
-
-
-class _Bytes:
-    def __init__(self, data: bytes) -> None:
-        self._file = io.BytesIO(data)
-
-    def makefile(self, *args, **kwargs):
-        return self._file
-
-
-def parse(data: bytes, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
-    """Parse a raw response with http.client: (response, decoded body)."""
-    response = http.client.HTTPResponse(_Bytes(data), method=method)
-    response.begin()
-    return response, response.read()
-
-
-def split_head(data: bytes) -> tuple[bytes, bytes]:
-    """A raw response's head and whatever bytes follow it."""
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    assert separator, f"no end of headers in {data[:200]!r}"
-    return head, rest
 
 
 def dump_environ(daemon: Daemon, path: str, method: str = "GET", body=None, headers=None) -> dict:

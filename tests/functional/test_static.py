@@ -17,16 +17,13 @@ All tests read from one module-scoped daemon.  Layout, under etc/:
 from __future__ import annotations
 
 import hashlib
-import http.client
-import io
 import shutil
-import socket
 import textwrap
 from urllib.parse import quote
 
 import pytest
 
-from conftest import APPS, Daemon, free_port
+from conftest import APPS, Daemon, exchange, free_port, parse, split_head
 
 TEXT = b"0123456789abcdefghij\n"
 BIG = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2**15))  # 1 MiB
@@ -89,44 +86,12 @@ def site(tmp_path_factory) -> Daemon:
 # -- raw HTTP helpers ---------------------------------------------------------
 
 
-def exchange(daemon: Daemon, data: bytes, timeout: float = 10) -> bytes:
-    """Send raw bytes on a new connection; everything received until it closes."""
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=timeout) as s:
-        s.sendall(data)
-        received = []
-        while True:
-            block = s.recv(65536)
-            if not block:
-                return b"".join(received)
-            received.append(block)
-
-
 def raw_request(daemon: Daemon, method: str, target: bytes, headers: bytes = b"") -> bytes:
     """One request with a target sent byte for byte (no client normalisation)."""
     return exchange(daemon, method.encode() + b" " + target + b" HTTP/1.1\r\n"
                     b"Host: 127.0.0.1\r\nConnection: close\r\n" + headers + b"\r\n")
 
 
-class _Bytes:
-    def __init__(self, data: bytes) -> None:
-        self._file = io.BytesIO(data)
-
-    def makefile(self, *args, **kwargs):
-        return self._file
-
-
-def parse(data: bytes, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
-    """Parse a raw response with http.client: (response, decoded body)."""
-    response = http.client.HTTPResponse(_Bytes(data), method=method)
-    response.begin()
-    return response, response.read()
-
-
-def split_head(data: bytes) -> tuple[bytes, bytes]:
-    """A raw response's head and whatever bytes follow it."""
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    assert separator, f"no end of headers in {data[:200]!r}"
-    return head, rest
 
 
 # -- files and their headers ----------------------------------------------------
