@@ -9,7 +9,6 @@ import re
 import time
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.logger import Logger
 from twisted.web import server
 
 from backtracweb.accesslog import Entry
@@ -41,7 +40,6 @@ class BacktracRequest(server.Request):
       - times itself and is logged even when the client goes away first.
     """
 
-    _log = Logger()
     _bad_target = False
     peer = ""
     """The address of the connection's other end (a proxy, maybe), or C{unix}."""

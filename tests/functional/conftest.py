@@ -223,7 +223,7 @@ def wsgi_daemon(make_daemon, site_dir: Path):
 # -- raw HTTP, for what http.client would refuse to send ------------------------
 
 
-def exchange(daemon: "Daemon", data: bytes, timeout: float = 10) -> bytes:
+def exchange(daemon: Daemon, data: bytes, timeout: float = 10) -> bytes:
     """Send raw bytes on a new connection; everything received until it closes."""
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=timeout) as s:
         s.sendall(data)
