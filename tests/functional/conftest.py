@@ -53,11 +53,19 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 def process_exists(pid: int) -> bool:
+    """
+    Whether C{pid} is a live process.  A zombie counts as gone: a daemon is
+    reparented to init, which may reap it a moment after it exited.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 @dataclass

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, free_port, process_exists, wait_until
+from conftest import APPS, Daemon, free_port, wait_until
 
 APP = """
 [threadpool]
@@ -171,27 +170,6 @@ def tls_context(cert: Path) -> ssl.SSLContext:
     return context
 
 
-def exited(pid: int) -> bool:
-    """
-    Whether C{pid} has exited: gone, or a zombie (the daemon's parent is
-    init, which may reap it only later).
-    """
-    if not process_exists(pid):
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop_daemon(daemon: Daemon) -> None:
-    """SIGTERM the daemon and wait until it has exited."""
-    pid = daemon.pid
-    daemon.signal(signal.SIGTERM)
-    wait_until(lambda: exited(pid), 15, f"pid {pid} to exit")
-    daemon.pid = None
-
-
 def assert_failed_before_fork(daemon: Daemon, result) -> str:
     """twistd exited non-zero in option parsing: no log file, no pidfile."""
     output = result.stdout + result.stderr
@@ -242,7 +220,7 @@ def test_every_endpoint_kind_serves_at_once(listen_daemon, short_dir: Path, site
         assert f"serving on {address}" in log
     assert "Traceback" not in log
 
-    stop_daemon(daemon)
+    daemon.stop()
     assert not sock.exists()
     for host, port in [("127.0.0.1", daemon.port), ("::1", port6), ("127.0.0.1", tls_port)]:
         with pytest.raises(ConnectionRefusedError):

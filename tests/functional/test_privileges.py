@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, process_exists, twistd_command, wait_until
+from conftest import APPS, Daemon, twistd_command, wait_until
 
 ENDPOINT = "systemd:domain=INET:index=0"
 
@@ -50,24 +50,6 @@ def application(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 '''
-
-
-def exited(pid: int) -> bool:
-    """Gone, or a zombie (a daemon's parent is init, which may reap it later)."""
-    if not process_exists(pid):
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop(daemon: Daemon) -> None:
-    """SIGTERM the daemon by pid and wait until it has exited."""
-    pid = daemon.pid
-    daemon.signal(signal.SIGTERM)
-    wait_until(lambda: exited(pid), 15, f"pid {pid} to exit")
-    daemon.pid = None
 
 
 def refused(port: int) -> bool:
@@ -296,7 +278,7 @@ def test_privileged_port_then_runs_as_nobody(nobody_daemon):
     assert f"set uid/gid {uid}/{gid}" in log
     assert f"serving on 127.0.0.1:{daemon.port}" in log
 
-    stop(daemon)
+    daemon.stop()
     assert refused(daemon.port)
     wait_until(lambda: not daemon.pidfile.exists(), 5, "the pidfile to be removed")
     log = daemon.log()
@@ -317,7 +299,7 @@ def test_sigusr1_after_dropping_privileges_keeps_logging(nobody_daemon):
     daemon.signal(signal.SIGUSR1)
     response, _ = daemon.get("/after-sigusr1")
     assert response.status == 200
-    stop(daemon)  # the log is complete once the daemon has exited
+    daemon.stop()  # the log is complete once the daemon has exited
     log = daemon.log()
     assert "GET /after-sigusr1 " in log, log
     assert "received SIGTERM: stopping" in log, log
@@ -407,7 +389,7 @@ def test_socket_passed_by_systemd_is_adopted_and_served(systemd_daemon: Daemon):
     assert f"serving on {ENDPOINT}" in log
     assert "Traceback" not in log
 
-    stop(daemon)
+    daemon.stop()
     assert refused(daemon.port)
 
 
