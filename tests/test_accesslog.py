@@ -19,6 +19,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from helpers import site_settings
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -31,9 +32,7 @@ from twisted.web.server import NOT_DONE_YET
 from backtracweb import accesslog
 from backtracweb import request as request_module
 from backtracweb.accesslog import COMBINED, FIELDS, AccessLog, Entry, template_errors
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.website import BacktracSite, SiteSettings
-
+from backtracweb.website import BacktracSite
 
 STARTED = calendar.timegm((2026, 11, 25, 18, 40, 0)) + 0.125
 """25 Nov 2026 18:40:00.125 UTC."""
@@ -489,21 +488,7 @@ def fake_time(monkeypatch) -> FakeTime:
 
 def site_with_log(path, template="combined") -> tuple[BacktracSite, Root]:
     root = Root()
-    settings = SiteSettings(
-        routes=(),
-        access_log=AccessLog(str(path), template).open(),
-        proxies=TrustedProxies(()),
-        max_body=1024,
-        max_header_bytes=8192,
-        max_headers=50,
-        idle_timeout=60.0,
-        max_queue=10,
-        status_path=None,
-        status_allow=Addresses(()),
-        graceful_timeout=30.0,
-        config_file="/etc/backtrac.ini",
-        loaded_at=0.0,
-    )
+    settings = site_settings(access_log=AccessLog(str(path), template).open())
     return BacktracSite(root, settings, Clock()), root
 
 

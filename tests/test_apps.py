@@ -35,7 +35,6 @@ from backtracweb.apps import (
 from backtracweb.errors import AppLoadError, StartupError
 from backtracweb.spec import REQUIRED, Setting, python_module, word
 
-
 PACKAGE_ROOT = str(Path(apps.__file__).resolve().parents[1])
 """Where the backtracweb under test lives, for subprocesses to import the same one."""
 

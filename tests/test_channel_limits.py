@@ -10,7 +10,7 @@ advance.
 
 from __future__ import annotations
 
-
+from helpers import site_settings
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -20,11 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from backtracweb.accesslog import AccessLog
 from backtracweb.channel import BacktracChannel
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.website import BacktracSite, SiteSettings
-
+from backtracweb.website import BacktracSite
 
 MAX_BODY = 100
 MAX_HEADER_BYTES = 512
@@ -72,18 +69,7 @@ class Connection:
             idle_timeout=IDLE,
         )
         values.update(limits)
-        settings = SiteSettings(
-            routes=(),
-            access_log=AccessLog("off").open(),
-            proxies=TrustedProxies(()),
-            max_queue=10,
-            status_path=None,
-            status_allow=Addresses(()),
-            graceful_timeout=30.0,
-            config_file="/etc/backtrac.ini",
-            loaded_at=0.0,
-            **values,
-        )
+        settings = site_settings(**values)
         self.clock = Clock()
         self.root = Root()
         self.site = BacktracSite(self.root, settings, self.clock)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from backtracweb.apps import BUILTIN_LOADERS, loader_settings
 from backtracweb.config import ROOT_SETTINGS, SECTIONS, load_config
-from backtracweb.docs import BEGIN, END, reference_markdown, render_sample, sample_comment
+from backtracweb.docs import (
+    BEGIN,
+    END,
+    reference_markdown,
+    render_sample,
+    sample_comment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "etc" / "backtrac.ini"

@@ -11,7 +11,7 @@ channel its connection is gone, as the reactor would.
 
 from __future__ import annotations
 
-
+from helpers import site_settings
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
@@ -21,10 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from backtracweb.accesslog import AccessLog
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.website import BacktracSite, SiteSettings
-
+from backtracweb.website import BacktracSite
 
 TIMEOUT = 30.0
 
@@ -48,21 +45,7 @@ class Root(Resource):
 
 
 def make_site() -> tuple[BacktracSite, Root, Clock]:
-    settings = SiteSettings(
-        routes=(),
-        access_log=AccessLog("off").open(),
-        proxies=TrustedProxies(()),
-        max_body=1024,
-        max_header_bytes=8192,
-        max_headers=50,
-        idle_timeout=60.0,
-        max_queue=10,
-        status_path=None,
-        status_allow=Addresses(()),
-        graceful_timeout=TIMEOUT,
-        config_file="/etc/backtrac.ini",
-        loaded_at=0.0,
-    )
+    settings = site_settings(graceful_timeout=TIMEOUT)
     clock, root = Clock(), Root()
     return BacktracSite(root, settings, clock), root, clock
 

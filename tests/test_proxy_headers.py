@@ -9,17 +9,15 @@ to a L{StringTransport}, with a L{Clock} as the site's reactor.
 
 from __future__ import annotations
 
-
 import pytest
+from helpers import site_settings
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
-from backtracweb.accesslog import AccessLog
 from backtracweb.proxy import Addresses, Forwarded, TrustedProxies, parse_networks
-from backtracweb.website import BacktracSite, SiteSettings
-
+from backtracweb.website import BacktracSite
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "192.0.2.1"])
 """Proxies as an admin might list them: a private block and one address."""
@@ -354,21 +352,7 @@ class Recorder(Resource):
 
 def make_site(trusted: tuple[str, ...]) -> tuple[BacktracSite, Recorder]:
     root = Recorder()
-    settings = SiteSettings(
-        routes=(),
-        access_log=AccessLog("off").open(),
-        proxies=TrustedProxies(trusted),
-        max_body=1024,
-        max_header_bytes=8192,
-        max_headers=50,
-        idle_timeout=60.0,
-        max_queue=10,
-        status_path=None,
-        status_allow=Addresses(()),
-        graceful_timeout=30.0,
-        config_file="/etc/backtrac.ini",
-        loaded_at=0.0,
-    )
+    settings = site_settings(proxies=TrustedProxies(trusted))
     return BacktracSite(root, settings, Clock()), root
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import site_settings
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,14 +28,11 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from backtracweb.accesslog import AccessLog
 from backtracweb.config import StaticMapping
-from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.request import BacktracRequest
 from backtracweb.resource import SiteRoot, StaticDirectory, static_routes
 from backtracweb.website import BacktracSite, SiteSettings
 from backtracweb.wsgi import WSGIApplicationResource
-
 
 # -- fakes and helpers ------------------------------------------------------------
 
@@ -90,21 +88,13 @@ def settings(mappings=(), **overrides) -> SiteSettings:
     """Site settings routing C{mappings}, with roomy limits and the rest off."""
     values = dict(
         routes=static_routes(mappings),
-        access_log=AccessLog("off").open(),
-        proxies=TrustedProxies(()),
         max_body=1024 * 1024,
         max_header_bytes=16 * 1024,
         max_headers=100,
-        idle_timeout=60.0,
         max_queue=100,
-        status_path=None,
-        status_allow=Addresses(()),
-        graceful_timeout=30.0,
-        config_file="/etc/backtrac.ini",
-        loaded_at=0.0,
     )
     values.update(overrides)
-    return SiteSettings(**values)
+    return site_settings(**values)
 
 
 def make_site(root: SiteRoot, mappings=(), **overrides) -> BacktracSite:

@@ -29,9 +29,17 @@ import twisted.internet
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+)
 from twisted.internet.error import CannotListenError, ConnectionDone
-from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    RaisingMemoryReactor,
+    StringTransport,
+)
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure

@@ -18,6 +18,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from helpers import site_settings
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -28,12 +29,10 @@ from twisted.web.server import NOT_DONE_YET
 
 from backtracweb import resource as resource_module
 from backtracweb import status as status_module
-from backtracweb.accesslog import AccessLog
-from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.proxy import Addresses
 from backtracweb.resource import SiteRoot
-from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIApplicationResource
-
 
 LOADED_AT = calendar.timegm((2026, 11, 25, 18, 40, 0))
 NOW = LOADED_AT + 100.0
@@ -143,19 +142,10 @@ class HoldingPool(FakePool):
 
 
 def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]:
-    settings = SiteSettings(
-        routes=(),
-        access_log=AccessLog("off").open(),
-        proxies=TrustedProxies(()),
-        max_body=1024,
-        max_header_bytes=8192,
-        max_headers=50,
-        idle_timeout=60.0,
+    settings = site_settings(
         max_queue=1,
         status_path=b"/-/status",
         status_allow=Addresses(["127.0.0.1", "::1"]),
-        graceful_timeout=30.0,
-        config_file="/etc/backtrac.ini",
         loaded_at=LOADED_AT,
     )
     settings = replace(settings, **overrides)

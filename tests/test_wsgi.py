@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import site_settings
 from twisted.internet import _producer_helpers
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -41,9 +42,7 @@ from twisted.python.failure import Failure
 from twisted.web.static import NoRangeStaticProducer
 
 from backtracweb import wsgi
-from backtracweb.accesslog import AccessLog
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.website import BacktracSite
 from backtracweb.wsgi import BLOCK_SIZE, FileWrapper, WSGIApplicationResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,21 +200,8 @@ def cooperator(monkeypatch) -> ManualCooperator:
 
 def make_site(resource) -> BacktracSite:
     """The site's real classes serving C{resource} alone, with roomy limits and logs off."""
-    settings = SiteSettings(
-        routes=(),
-        access_log=AccessLog("off").open(),
-        proxies=TrustedProxies(()),
-        max_body=1024 * 1024,
-        max_header_bytes=16 * 1024,
-        max_headers=100,
-        idle_timeout=60.0,
-        max_queue=100,
-        status_path=None,
-        status_allow=Addresses(()),
-        graceful_timeout=30.0,
-        config_file="/etc/backtrac.ini",
-        loaded_at=0.0,
-    )
+    settings = site_settings(max_body=1024 * 1024, max_header_bytes=16 * 1024, max_headers=100,
+                             max_queue=100)
     return BacktracSite(resource, settings, Clock())
 
 
