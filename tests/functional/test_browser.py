@@ -1,0 +1,190 @@
+"""
+The demo's Django admin in a real browser, through a daemonized twistd
+backtracweb: the admin's stylesheets (collected by collectstatic, served by
+the [static] mapping) apply, and a superuser logs in and adds a group, which
+takes the CSRF token, a POST, a redirect and the session cookie.
+
+The browser is Debian's Chromium (/usr/bin/chromium, installed by .ci/run),
+driven by playwright; playwright never downloads a browser of its own.  The
+demo is copied without what it generates, and prepared with demo/manage.py
+as the README's quick start does, so nothing is written into the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import DEMO, Daemon, free_port, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and quiet: without the background-networking switches Chromium
+# keeps trying to reach Google's services, which a closed network answers
+# with timeouts.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+USERNAME, PASSWORD = "admin", "not-a-secret-8e2f"
+# The admin's header colour (--header-bg in admin/css/base.css, light scheme):
+# what the header is only if that stylesheet was fetched and applied.
+ADMIN_HEADER_BG = "rgb(65, 118, 144)"
+
+
+def _fresh_clone_files(directory: str, names: list[str]) -> list[str]:
+    """
+    For copytree: leave out what the demo generates (see .gitignore), so the
+    test starts from what a fresh clone has even if the checkout ran the demo.
+    """
+    if Path(directory) == DEMO / "static":
+        return [name for name in names if name != "site.css"]
+    return [name for name in names if name.startswith("db.sqlite3") or name == "__pycache__"]
+
+
+def manage(demo: Path, *args: str, **env: str) -> None:
+    """Run demo/manage.py with the tests' Python (the one backtracweb is installed in)."""
+    environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, str(demo / "manage.py"), *args],
+                            env={**environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def admin_site(tmp_path_factory) -> Daemon:
+    """
+    The demo, migrated, its static files collected and a superuser created,
+    served by a daemonized twistd; stopped by SIGTERM afterwards.
+    """
+    root = tmp_path_factory.mktemp("admin")
+    etc, run = root / "etc", root / "run"
+    run.mkdir()
+    demo = etc / "demo"
+    shutil.copytree(DEMO, demo, ignore=_fresh_clone_files)
+    manage(demo, "migrate", "-v0")
+    manage(demo, "collectstatic", "--noinput", "-v0")
+    manage(demo, "createsuperuser", "--noinput", "--username", USERNAME,
+           "--email", "admin@example.com", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
+    port = free_port()
+    config = etc / "backtrac.ini"
+    config.write_text(textwrap.dedent(f"""\
+        [server]
+        port = {port}
+        [threadpool]
+        min = 2
+        max = 4
+        [app]
+        pythonpath = demo
+        DJANGO_SETTINGS_MODULE = demosite.settings
+        [static]
+        /static = demo/static
+        """))
+    daemon = Daemon(config, run, port)
+    try:
+        daemon.start()
+        yield daemon
+        daemon.stop()
+    finally:
+        daemon.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One Chromium for the module, with a profile directory of its own."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does)")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"),
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            color_scheme="light", viewport={"width": 1280, "height": 800},
+        )
+        # Fail within the test's time budget rather than playwright's 30 s.
+        context.set_default_timeout(10_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A new tab, with no cookie left from another test."""
+    browser.clear_cookies()
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+def save_artifact(page, tmp_path: Path, name: str) -> Path:
+    """
+    Screenshot the page into the test's tmp_path, and into
+    $BACKTRACWEB_ARTIFACTS when set (for CI to keep); return the first.
+    """
+    path = tmp_path / name
+    page.screenshot(path=path, full_page=True)
+    artifacts = os.environ.get("BACKTRACWEB_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(artifacts) / name)
+    print(f"screenshot: {path}" + (f" (and in {artifacts})" if artifacts else ""))
+    return path
+
+
+def test_admin_login_page_is_styled_by_the_static_mapping(admin_site, page):
+    """
+    The login page's stylesheets come from the [static] directory that
+    collectstatic filled (Django itself serves no static file, DEBUG being
+    off), and the browser applies them.
+    """
+    base = f"http://127.0.0.1:{admin_site.port}"
+    with page.expect_response(f"{base}/static/admin/css/base.css") as css:
+        response = page.goto(f"{base}/admin/login/")
+    assert response.status == 200
+    assert css.value.status == 200
+    assert css.value.headers["content-type"] == "text/css"
+    expect(page.locator("#header")).to_have_css("background-color", ADMIN_HEADER_BG)
+    expect(page.locator("#site-name")).to_have_text("Django administration")
+
+
+def test_superuser_logs_in_and_adds_a_group(admin_site, page, tmp_path):
+    """
+    The superuser logs in and reaches the admin index; adding a group through
+    its form redirects to the group list with Django's success message, and
+    the group is in the database.
+    """
+    base = f"http://127.0.0.1:{admin_site.port}"
+    page.goto(f"{base}/admin/")
+    page.wait_for_url(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+    expect(page.locator("#content h1")).to_have_text("Site administration")
+    cookies = {cookie["name"] for cookie in page.context.cookies(base)}
+    assert {"sessionid", "csrftoken"} <= cookies
+
+    page.click('a[href="/admin/auth/group/add/"]')
+    page.wait_for_url(f"{base}/admin/auth/group/add/")
+    page.fill("#id_name", "Browser testers")
+    page.click("input[name=_save]")
+    page.wait_for_url(f"{base}/admin/auth/group/")
+    expect(page.locator(".messagelist .success")).to_contain_text("Browser testers")
+    expect(page.locator("#result_list")).to_contain_text("Browser testers")
+    screenshot = save_artifact(page, tmp_path, "admin-group-added.png")
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+
+    database = admin_site.config.parent / "demo" / "db.sqlite3"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT name FROM auth_group").fetchall() == [("Browser testers",)]
+    # The form went through backtracweb: its access log has the POST and its redirect.
+    wait_until(lambda: '"POST /admin/auth/group/add/ HTTP/1.1" 302' in admin_site.log(), 5,
+               "the POST in the access log")
+    assert "Traceback" not in admin_site.log()
