@@ -84,6 +84,15 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "systemd:domain=INET:index=0 for socket activation. Needs a restart.",
             ),
             Setting(
+                "workers",
+                integer(1, 64),
+                1,
+                "Worker processes serving the site, each with its own thread pool, "
+                "sharing the listening sockets; the twistd process supervises them "
+                "(restarts one that dies, passes on signals). About one per CPU core. "
+                "Needs a restart.",
+            ),
+            Setting(
                 "graceful_timeout",
                 seconds(0),
                 30,
@@ -218,8 +227,10 @@ SECTION_DOCS: Mapping[str, str] = MappingProxyType(
 )
 
 RESTART_SECTIONS = frozenset({"app"})
-RESTART_KEYS = frozenset({("server", "port"), ("server", "interface"), ("server", "listen")})
-"""What SIGHUP cannot change in a running server: the sockets and the application."""
+RESTART_KEYS = frozenset(
+    {("server", "port"), ("server", "interface"), ("server", "listen"), ("server", "workers")}
+)
+"""What SIGHUP cannot change in a running server: the sockets, processes and application."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,27 @@ class Config:
 
     def is_default(self, section: str, key: str) -> bool:
         return (section, key) not in self.sources
+
+    def __reduce__(self):
+        # The supervisor hands its configuration to worker processes
+        # (backtracweb.supervisor): read-only mapping views do not pickle.
+        values = {section: dict(settings) for section, settings in self.values.items()}
+        return _unpickle_config, (
+            self.path, values, dict(self.sources), self.static, self.app_loader, self.files,
+            self.loaded_at,
+        )
+
+
+def _unpickle_config(path, values, sources, static, app_loader, files, loaded_at) -> Config:
+    return Config(
+        path=path,
+        values=MappingProxyType({k: MappingProxyType(v) for k, v in values.items()}),
+        sources=MappingProxyType(sources),
+        static=static,
+        app_loader=app_loader,
+        files=files,
+        loaded_at=loaded_at,
+    )
 
 
 def configspec(app_settings: Iterable[Setting] = ()) -> list[str]:

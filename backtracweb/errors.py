@@ -8,6 +8,9 @@ exit non-zero.  A traceback means a bug in backtracweb itself.
 
 from __future__ import annotations
 
+CANNOT_START = "backtracweb cannot start: "
+"""How a fatal start-up error begins, in the log and on the terminal."""
+
 
 class StartupError(Exception):
     """

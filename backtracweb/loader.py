@@ -9,6 +9,8 @@ forks.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from backtracweb.accesslog import AccessLog
 from backtracweb.apps import load_application
 from backtracweb.config import Config
@@ -16,8 +18,9 @@ from backtracweb.errors import ConfigError, StartupError
 from backtracweb.pool import ThreadPoolService, make_pool
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot, static_routes
-from backtracweb.server import WebService
+from backtracweb.server import ListeningService, SharedSocketService, WebService
 from backtracweb.service import BacktracService
+from backtracweb.supervisor import Supervisor
 from backtracweb.website import BacktracSite, SiteSettings
 
 
@@ -54,10 +57,34 @@ def make_site_settings(config: Config) -> SiteSettings:
     )
 
 
-def build_service(config: Config, reactor) -> BacktracService:
+def build_service(config: Config, reactor) -> BacktracService | Supervisor:
+    """
+    The service twistd runs: with one worker, a L{BacktracService} serving
+    the site itself; with more, a L{Supervisor} of worker processes.
+
+    @raise ConfigError: the access log cannot be opened.
+    """
+    if config["server"]["workers"] > 1:
+        try:
+            listeners = [SharedSocketService(d, reactor) for d in config.listen]
+        except StartupError as e:
+            raise StartupError(f"{config.path}: {e}") from None
+        return Supervisor(config, listeners, reactor)
+    return build_site_service(
+        config, lambda site: [ListeningService(d, site, reactor) for d in config.listen], reactor
+    )
+
+
+def build_site_service(
+    config: Config,
+    make_listeners: Callable[[BacktracSite], list],
+    reactor,
+    service_class: type[BacktracService] = BacktracService,
+) -> BacktracService:
     """
     A L{BacktracService} holding the thread pool service (C{threadpool})
-    and the web server (C{web}), in the order they start.
+    and the web server (C{web}), in the order they start, serving on the
+    listeners C{make_listeners} gives for the site.
 
     @raise ConfigError: the access log cannot be opened.
     """
@@ -68,9 +95,9 @@ def build_service(config: Config, reactor) -> BacktracService:
         return load_application(config.app_loader, config.app)
 
     try:
-        web = WebService(config.listen, site, load_app, pool, reactor)
+        web = WebService(make_listeners(site), site, load_app, pool, reactor)
     except StartupError as e:
         raise StartupError(f"{config.path}: {e}") from None
-    return BacktracService(
+    return service_class(
         config, ThreadPoolService(pool, reactor), web, make_site_settings, reactor
     )

@@ -28,47 +28,23 @@ from backtracweb.server import WebService
 from backtracweb.website import SiteSettings
 
 
-class BacktracService(MultiService):
+class DaemonService(MultiService):
     """
-    The top of the service tree: a L{ThreadPoolService} named
-    C{threadpool} and a L{WebService} named C{web}, started in that order
-    and stopped in the reverse one, each waiting for the other: requests
-    drain before their threads are joined.
-
-    @ivar config: the configuration in force (the last one loaded).
+    The signal handling shared by the top services twistd runs (one
+    process serving, or a supervisor of worker processes): SIGHUP calls
+    C{reload}, SIGUSR1 C{reopen_logs}, SIGTERM and SIGINT C{stop}, each
+    from the reactor loop.
     """
 
     _log = Logger()
+    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(
-        self,
-        config: Config,
-        pool: ThreadPoolService,
-        web: WebService,
-        make_settings: Callable[[Config], SiteSettings],
-        reactor,
-    ) -> None:
+    def __init__(self, reactor) -> None:
         super().__init__()
-        self.setName("backtracweb")
-        self.config = config
-        self._started_config = config
-        self._make_settings = make_settings
         self._reactor = reactor
         self._previous_handlers: dict[int, object] = {}
         self._twistd_log: BaseLogFile | None = None
         self._stopping = False
-        pool.setName("threadpool")
-        pool.setServiceParent(self)
-        web.setName("web")
-        web.setServiceParent(self)
-
-    @property
-    def pool(self) -> ThreadPoolService:
-        return self.getServiceNamed("threadpool")
-
-    @property
-    def web(self) -> WebService:
-        return self.getServiceNamed("web")
 
     def startService(self) -> None:
         super().startService()
@@ -76,27 +52,7 @@ class BacktracService(MultiService):
         # SIGTERM and SIGINT once reactor.run() has installed its own
         # handlers, which ours then replace.
         self.install_signal_handlers(signal.SIGHUP, signal.SIGUSR1)
-        self._reactor.callWhenRunning(self.install_signal_handlers, signal.SIGTERM, signal.SIGINT)
-
-    def stopService(self) -> Deferred[None]:
-        # Our signal handlers stay: a second SIGTERM must cut the drain
-        # short, and SIGHUP's default action would kill the daemon mid-drain.
-        self._stopping = True
-        Service.stopService(self)
-        deadline = self._reactor.seconds() + self.web.site.settings.graceful_timeout
-
-        def stop_pool(_: object) -> Deferred[None]:
-            # Threads still running application code after the drain's
-            # deadline are not waited for: graceful_timeout bounds the exit.
-            self.pool.stop_timeout = max(deadline - self._reactor.seconds(), 0.5)
-            return self.pool.stopService()
-
-        stopped = maybeDeferred(self.web.stopService)
-        stopped.addBoth(stop_pool)
-        stopped.addBoth(lambda _: self.web.site.settings.access_log.close())
-        return stopped
-
-    # -- signals ---------------------------------------------------------------
+        self._reactor.callWhenRunning(self.install_signal_handlers, *self.stop_signals)
 
     def install_signal_handlers(self, *signums: int) -> None:
         """Take over the given signals (SIGHUP, SIGUSR1, SIGTERM, SIGINT)."""
@@ -136,25 +92,31 @@ class BacktracService(MultiService):
         else:
             self._log.warn("received {signal} while stopping: cutting requests in flight short",
                            signal=signame)
-            self.web.site.cut_short()
+            self.cut_short()
+
+    def cut_short(self) -> None:
+        """Stop waiting for requests in flight."""
+        raise NotImplementedError
+
+    def reload(self, signame: str = "reload request") -> None:
+        """Apply the configuration file again, as far as possible without a restart."""
+        raise NotImplementedError
 
     def reopen_logs(self, signame: str = "reopen request") -> None:
-        """Reopen the access log and twistd's log file at their paths."""
-        reopened = self._twistd_log is None or self._reopen_twistd_log(signame)
-        try:
-            self.web.site.settings.access_log.reopen()
-        except OSError as e:
-            self._log.error("received {signal}: cannot reopen the access log, still writing "
-                            "to the old file: {error}", signal=signame, error=e)
-        else:
-            if reopened:
-                self._log.info("received {signal}: log files reopened", signal=signame)
+        """Reopen the log files at their paths (after logrotate moved them)."""
+        raise NotImplementedError
 
-    def _reopen_twistd_log(self, signame: str) -> bool:
+    def reopen_twistd_log(self, signame: str) -> bool:
+        """
+        Reopen twistd's log file, if there is one; false if it cannot be
+        reopened (the old file stays in use).
+        """
         # LogFile.reopen closes the file before opening it again: if the
         # daemon (after --uid) may not open the path, every later line would
         # be lost.  Try the path first; keep the old file if that fails.
         log_file = self._twistd_log
+        if log_file is None:
+            return True
         try:
             os.close(os.open(log_file.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
         except OSError as e:
@@ -166,6 +128,76 @@ class BacktracService(MultiService):
             return False
         log_file.reopen()
         return True
+
+
+class BacktracService(DaemonService):
+    """
+    The top of the service tree: a L{ThreadPoolService} named
+    C{threadpool} and a L{WebService} named C{web}, started in that order
+    and stopped in the reverse one, each waiting for the other: requests
+    drain before their threads are joined.
+
+    @ivar config: the configuration in force (the last one loaded).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        pool: ThreadPoolService,
+        web: WebService,
+        make_settings: Callable[[Config], SiteSettings],
+        reactor,
+    ) -> None:
+        super().__init__(reactor)
+        self.setName("backtracweb")
+        self.config = config
+        self._started_config = config
+        self._make_settings = make_settings
+        pool.setName("threadpool")
+        pool.setServiceParent(self)
+        web.setName("web")
+        web.setServiceParent(self)
+
+    @property
+    def pool(self) -> ThreadPoolService:
+        return self.getServiceNamed("threadpool")
+
+    @property
+    def web(self) -> WebService:
+        return self.getServiceNamed("web")
+
+    def stopService(self) -> Deferred[None]:
+        # Our signal handlers stay: a second SIGTERM must cut the drain
+        # short, and SIGHUP's default action would kill the daemon mid-drain.
+        self._stopping = True
+        Service.stopService(self)
+        deadline = self._reactor.seconds() + self.web.site.settings.graceful_timeout
+
+        def stop_pool(_: object) -> Deferred[None]:
+            # Threads still running application code after the drain's
+            # deadline are not waited for: graceful_timeout bounds the exit.
+            self.pool.stop_timeout = max(deadline - self._reactor.seconds(), 0.5)
+            return self.pool.stopService()
+
+        stopped = maybeDeferred(self.web.stopService)
+        stopped.addBoth(stop_pool)
+        stopped.addBoth(lambda _: self.web.site.settings.access_log.close())
+        return stopped
+
+    def cut_short(self) -> None:
+        self.web.site.cut_short()
+
+    def reopen_logs(self, signame: str = "reopen request") -> None:
+        """Reopen the access log and twistd's log file at their paths."""
+        reopened = self.reopen_twistd_log(signame)
+        try:
+            self.web.site.settings.access_log.reopen()
+        except OSError as e:
+            self._log.error("received {signal}: cannot reopen the access log, still writing "
+                            "to the old file: {error}", signal=signame, error=e)
+        else:
+            if reopened:
+                self._log.info("received {signal}: log files reopened", signal=signame)
 
     # -- reloading ---------------------------------------------------------------
 
@@ -184,11 +216,21 @@ class BacktracService(MultiService):
         self._log.info("received {signal}: reloading {path}", signal=signame, path=path)
         try:
             new = load_config(path)
+        except ConfigError as e:
+            self._not_reloaded(e)
+            return
+        self.apply(new)
+
+    def apply(self, new: Config) -> None:
+        """
+        Serve with C{new} from now on, as far as it can change without a
+        restart; if it cannot be applied (the access log cannot be
+        opened), nothing changes.
+        """
+        try:
             settings = self._make_settings(new)
         except ConfigError as e:
-            for problem in e.problems:
-                self._log.error("reload: {problem}", problem=problem)
-            self._not_reloaded(f"{len(e.problems)} problem(s) in the configuration")
+            self._not_reloaded(e)
             return
 
         for section, key, old, value in _differences(self._started_config, new):
@@ -214,11 +256,19 @@ class BacktracService(MultiService):
         self._log.info("reload: done; changed: {changes}",
                        changes=", ".join(changes) or "nothing")
 
-    def _not_reloaded(self, why: str) -> None:
-        self._log.error(
-            "reload: {why}; nothing changed, still serving with {path} as loaded at {when}",
-            why=why, path=self.config.path, when=_when(self.config.loaded_at),
-        )
+    def _not_reloaded(self, error: ConfigError) -> None:
+        not_reloaded(self._log, error, self.config)
+
+
+def not_reloaded(log: Logger, error: ConfigError, config: Config) -> None:
+    """Log why a reload failed, and that C{config} stays in force."""
+    for problem in error.problems:
+        log.error("reload: {problem}", problem=problem)
+    log.error(
+        "reload: {count} problem(s) in the configuration; nothing changed, still serving "
+        "with {path} as loaded at {when}",
+        count=len(error.problems), path=config.path, when=_when(config.loaded_at),
+    )
 
 
 def _show(value: object) -> str:

@@ -14,7 +14,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from backtracweb.config import load_config
-from backtracweb.errors import ConfigError, StartupError
+from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 
 
 class Options(usage.Options):
@@ -68,7 +68,7 @@ def _report_startup_errors_cleanly() -> None:
 
     def hook(kind, value, traceback) -> None:
         if isinstance(value, StartupError):
-            print(f"backtracweb cannot start: {value}", file=sys.__stderr__)
+            print(f"{CANNOT_START}{value}", file=sys.__stderr__)
         else:
             previous(kind, value, traceback)
 

@@ -184,12 +184,15 @@ def assert_failed_before_fork(daemon: Daemon, result) -> str:
 
 
 @needs_ipv6
-def test_every_endpoint_kind_serves_at_once(listen_daemon, short_dir: Path, site_dir: Path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_endpoint_kind_serves_at_once(listen_daemon, short_dir: Path, site_dir: Path,
+                                            workers: int):
     """
     One listen line with TCP on 127.0.0.1, TCP on ::1 (written with bare
     colons), a unix socket and TLS: the daemon serves the application on
     each, the log names each address, and the application sees the client
-    address and scheme of the endpoint it was reached through.
+    address and scheme of the endpoint it was reached through; the same
+    when worker processes inherit the sockets.
     """
     port6, tls_port = free_port6(), free_port()
     sock = short_dir / "web.sock"
@@ -197,6 +200,7 @@ def test_every_endpoint_kind_serves_at_once(listen_daemon, short_dir: Path, site
     daemon = listen_daemon(
         f"listen = tcp:{{port}}:interface=127.0.0.1, tcp:{port6}:interface=::1, "
         f"unix:{sock}:mode=660, ssl:{tls_port}:privateKey={key}:certKey={cert}\n"
+        f"workers = {workers}\n"
     )
     daemon.start()
 

@@ -7,13 +7,16 @@ A plain WSGI application for the end-to-end tests, one behaviour per path.
   /forever          streams a chunk every 0.1 s until the client goes away
   /error            raises before start_response: the server must answer 500
   /error-midstream  raises after the first chunk was sent
-  /sleep            ?seconds=S: sleeps in the worker thread, then answers
+  /sleep            ?seconds=S: sleeps in the worker thread, then answers;
+                    &marker=FILE creates FILE first
   /thread           the name of the worker thread that ran the request
+  /pid              the process id of the process that ran the request
   anything else     200 text/plain "testapp <PATH_INFO>"
 """
 
 import hashlib
 import json
+import os
 import threading
 import time
 from urllib.parse import parse_qs
@@ -77,12 +80,17 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return broken()
     if path == "/sleep":
+        if "marker" in query:  # lets a test know the request has reached the app
+            open(query["marker"], "w").close()
         time.sleep(float(query.get("seconds", 1)))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept\n"]
     if path == "/thread":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [threading.current_thread().name.encode()]
+    if path == "/pid":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
     body = b"testapp " + path.encode("latin-1")  # PATH_INFO holds raw bytes as latin-1
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     return [body]

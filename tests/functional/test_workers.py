@@ -1,0 +1,189 @@
+"""
+C{[server] workers = 2}: a daemonized supervisor and its worker processes,
+driven with real signals, as an admin would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, process_exists, wait_until
+
+WORKERS = "workers = 2\ngraceful_timeout = 10\n"
+
+
+def children(pid: int) -> set[int]:
+    """The live processes whose parent is C{pid}."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def serving_pids(daemon: Daemon, attempts: int = 200) -> set[int]:
+    """The pids that answered /pid, one new connection each, until two did."""
+    seen: set[int] = set()
+    for _ in range(attempts):
+        response, body = daemon.get("/pid")
+        assert response.status == 200
+        seen.add(int(body))
+        if len(seen) == 2:
+            break
+    return seen
+
+
+@pytest.fixture
+def workers_daemon(wsgi_daemon) -> Daemon:
+    daemon = wsgi_daemon(server=WORKERS)
+    daemon.start()
+    yield daemon
+    workers = children(daemon.pid) if daemon.pid else set()
+    daemon.kill()
+    for pid in workers:  # they stop by themselves once the supervisor is gone
+        wait_until(lambda: not process_exists(pid), 20, f"worker {pid} to exit")
+
+
+def test_two_workers_serve_and_the_supervisor_runs_no_thread(workers_daemon: Daemon):
+    """
+    The pidfile names the supervisor; its two children both answer on the
+    one port; the supervisor itself runs a single thread (no pool: threads
+    started before the fork are the bug backtracweb exists to avoid).
+    """
+    workers = children(workers_daemon.pid)
+    assert len(workers) == 2
+    assert serving_pids(workers_daemon) == workers
+    assert len(os.listdir(f"/proc/{workers_daemon.pid}/task")) == 1
+    log = workers_daemon.log()
+    for index in (1, 2):
+        assert f"worker {index} ready" in log
+    assert "Traceback" not in log
+
+
+def test_a_worker_that_dies_is_replaced(workers_daemon: Daemon):
+    """SIGKILL one worker: the supervisor logs it and starts another, which serves."""
+    workers = children(workers_daemon.pid)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(children(workers_daemon.pid) - {victim}) == 2, 20,
+               "a new worker to replace the killed one")
+    replacement = children(workers_daemon.pid) - workers
+    assert len(replacement) == 1
+    wait_until(lambda: workers_daemon.log().count("ready (pid") == 3, 20,
+               "the new worker to serve")
+    assert serving_pids(workers_daemon) == children(workers_daemon.pid)
+    assert f"(pid {victim}) was killed by SIGKILL" in workers_daemon.log()
+
+
+def test_sigterm_drains_every_worker(workers_daemon: Daemon, tmp_path: Path):
+    """
+    A request in flight when SIGTERM arrives completes; the supervisor and
+    both workers exit, and the port refuses connections.
+    """
+    workers = children(workers_daemon.pid)
+    marker = tmp_path / "started"
+    result = {}
+
+    def request() -> None:
+        response, body = workers_daemon.get(f"/sleep?seconds=1.5&marker={marker}", timeout=20)
+        result["status"], result["body"] = response.status, body
+
+    client = threading.Thread(target=request)
+    client.start()
+    wait_until(marker.exists, 10, "the request to reach the application")
+    workers_daemon.stop(timeout=20)
+    client.join(20)
+    assert result == {"status": 200, "body": b"slept\n"}
+    for pid in workers:
+        assert not process_exists(pid)
+    assert not listening(workers_daemon.port)
+
+
+def test_sighup_reaches_every_worker(workers_daemon: Daemon, site_dir: Path):
+    """A static mapping added to the file is served by both workers after SIGHUP."""
+    files = site_dir / "files"
+    files.mkdir()
+    (files / "hello.txt").write_text("hello\n")
+    with open(workers_daemon.config, "a") as config:
+        config.write(f"[static]\n/files = {files}\n")
+    workers_daemon.signal(signal.SIGHUP)
+    wait_until(lambda: workers_daemon.log().count("reload: done") == 2, 20,
+               "both workers to reload")
+    answers = {workers_daemon.get("/files/hello.txt")[1] for _ in range(20)}
+    assert answers == {b"hello\n"}
+
+
+def test_an_invalid_file_on_sighup_changes_nothing(workers_daemon: Daemon):
+    """The supervisor reports the problem once; the workers keep serving."""
+    text = workers_daemon.config.read_text()
+    workers_daemon.config.write_text(text.replace("max = 4", "max = lots"))
+    workers_daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "nothing changed" in workers_daemon.log(), 20, "the reload to fail")
+    log = workers_daemon.log()
+    assert log.count("[threadpool] max = 'lots'") == 1
+    assert "reload: done" not in log
+    assert serving_pids(workers_daemon) == children(workers_daemon.pid)
+
+
+def test_sigusr1_reopens_every_access_log(wsgi_daemon, workdir: Path):
+    """After logrotate moves the access log, SIGUSR1 makes both workers write a new one."""
+    access = workdir / "access.log"
+    daemon = wsgi_daemon(server=WORKERS, extra=f"[log]\naccess_log = {access}\n")
+    daemon.start()
+    try:
+        assert len(serving_pids(daemon)) == 2
+        access.rename(workdir / "access.log.1")
+        daemon.signal(signal.SIGUSR1)
+        wait_until(lambda: daemon.log().count("log files reopened") == 2, 20,
+                   "both workers to reopen their logs")
+        seen = serving_pids(daemon)
+        assert len(seen) == 2
+        assert access.read_text().count("GET /pid") >= 2
+    finally:
+        daemon.stop()
+
+
+def test_a_worker_that_cannot_start_fails_the_start(wsgi_daemon, site_dir: Path):
+    """
+    An application that raises on import: twistd exits non-zero before
+    forking, naming the error, and leaves no process behind.
+    """
+    daemon = wsgi_daemon(server=WORKERS)
+    (site_dir / "apps" / "broken.py").write_text(
+        "raise RuntimeError('the database is not configured')\napplication = None\n")
+    daemon.config.write_text(daemon.config.read_text().replace("testapp:", "broken:"))
+    result = daemon.start(check=False)
+    assert result.returncode != 0
+    # twistd relays only the start of the error: the cause comes first.
+    assert "StartupError: RuntimeError: the database is not configured (" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "; in worker " in daemon.log()
+    wait_until(lambda: not listening(daemon.port), 20, "every process to let go of the port")
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_workers_stop_when_the_supervisor_is_killed(workers_daemon: Daemon):
+    """No orphans: a worker whose supervisor vanished drains and exits."""
+    workers = children(workers_daemon.pid)
+    os.kill(workers_daemon.pid, signal.SIGKILL)
+    for pid in workers:
+        wait_until(lambda: not process_exists(pid), 20, f"worker {pid} to exit")
+    workers_daemon.pid = None

@@ -1,0 +1,321 @@
+"""
+The supervisor of C{[server] workers} and its worker's control channel,
+without processes or a running reactor: back-off, the relay of worker log
+events, restarts, stopping, reloading.  The real processes are in
+tests/functional/test_workers.py.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent, jsonFileLogObserver
+from twisted.python.failure import Failure
+
+from backtracweb.config import load_config
+from backtracweb.loader import build_service
+from backtracweb.server import SharedSocketService
+from backtracweb.service import BacktracService
+from backtracweb.supervisor import (
+    Backoff,
+    Supervisor,
+    WorkerProcess,
+    WorkerStart,
+    frame,
+)
+from backtracweb.worker import SupervisorChannel
+
+
+def write_site(directory: Path, workers: int = 2, max_threads: str = "4") -> Path:
+    (directory / "app.py").write_text("def application(environ, start_response):\n    pass\n")
+    path = directory / "site.ini"
+    path.write_text(textwrap.dedent(f"""\
+        [server]
+        port = 8123
+        workers = {workers}
+        graceful_timeout = 3
+        [threadpool]
+        max = {max_threads}
+        [app]
+        loader = wsgi
+        pythonpath = .
+        application = app:application
+        """))
+    return path
+
+
+class FakeProcess:
+    """What spawnProcess returns: records signals and what is written to the child."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[int] = []
+        self.written = b""
+
+    def signalProcess(self, signum: int) -> None:
+        self.signals.append(signum)
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        assert fd == 0
+        self.written += data
+
+
+class ProcessReactor(MemoryReactorClock):
+    """A memory reactor that also spawns (fake) processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[WorkerProcess, list[str], dict, dict]] = []
+
+    def spawnProcess(self, protocol, executable, args, env=None, childFDs=None, **kwargs):
+        process = FakeProcess(1000 + len(self.spawned))
+        protocol.makeConnection(process)
+        self.spawned.append((protocol, args, env, childFDs))
+        return process
+
+
+class FakeListener(SharedSocketService):
+    def __init__(self, description: str, fd: int) -> None:
+        self.description = description
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def stopService(self):
+        self.stopped = True
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path):
+    config = load_config(str(write_site(tmp_path)))
+    reactor = ProcessReactor()
+    top = Supervisor(config, [FakeListener("tcp:8123", 7), FakeListener("unix:/s", 9)], reactor,
+                     executable="/usr/bin/python3")
+    for index in top.indexes:
+        top._start_worker(index)
+    return top, reactor
+
+
+# -- back-off -------------------------------------------------------------------
+
+
+def test_backoff_restarts_at_once_then_doubles_up_to_the_ceiling():
+    backoff = Backoff(first=0.5, ceiling=4, stable=10)
+    assert [backoff.delay(lived=1) for _ in range(7)] == [0, 0.5, 1, 2, 4, 4, 4]
+
+
+def test_backoff_forgets_failures_once_a_worker_lived_long_enough():
+    backoff = Backoff(first=0.5, ceiling=30, stable=10)
+    assert [backoff.delay(1), backoff.delay(1), backoff.delay(1)] == [0, 0.5, 1]
+    assert backoff.delay(lived=10) == 0
+    assert backoff.delay(lived=1) == 0.5
+
+
+# -- the service tree ---------------------------------------------------------------
+
+
+def test_one_worker_serves_in_the_twistd_process(tmp_path: Path):
+    top = build_service(load_config(str(write_site(tmp_path, workers=1))), ProcessReactor())
+    assert isinstance(top, BacktracService)
+
+
+def test_several_workers_make_a_supervisor_holding_only_the_sockets(tmp_path: Path):
+    """No thread pool and no application in the supervisor: only the shared sockets."""
+    top = build_service(load_config(str(write_site(tmp_path))), ProcessReactor())
+    assert isinstance(top, Supervisor)
+    assert [type(child) for child in top] == [SharedSocketService]
+    assert [listener.description for listener in top.listeners] == [
+        "tcp:8123:interface=127.0.0.1"]
+    assert top.indexes == range(1, 3)
+
+
+def test_workers_inherit_the_sockets_and_get_the_configuration(supervisor):
+    top, reactor = supervisor
+    assert len(reactor.spawned) == 2
+    protocol, args, env, child_fds = reactor.spawned[1]
+    assert args == ["/usr/bin/python3", "-m", "backtracweb.worker"]
+    assert child_fds == {0: "w", 1: "r", 2: "r", 3: 7, 4: 9}
+    start = WorkerStart.decode(env["BACKTRACWEB_WORKER"])
+    assert (start.index, start.sockets) == (2, ((3, "tcp:8123"), (4, "unix:/s")))
+    assert start.started == start.current == top.config
+
+
+# -- relaying the workers' logs ---------------------------------------------------------
+
+
+def worker_output(*events: tuple[LogLevel, str, dict]) -> bytes:
+    """What a worker writes on its event descriptor for these log calls."""
+    stream = io.StringIO()
+    log = Logger(namespace="backtracweb.server", observer=jsonFileLogObserver(stream))
+    for level, text, fields in events:
+        log.emit(level, text, **fields)
+    return stream.getvalue().encode()
+
+
+def test_worker_events_are_relayed_with_the_worker_named(supervisor):
+    top, _ = supervisor
+    worker = top.workers[2]
+    data = worker_output((LogLevel.info, "serving on {address}", {"address": "x:1"}),
+                         (LogLevel.info, "worker 2 ready", {"backtracweb_ready": True}))
+    with capturedLogs() as events:
+        for start in range(0, len(data), 7):  # split anywhere, even inside a record
+            worker.outReceived(data[start:start + 7])
+    assert [(e["log_system"], formatEvent(e)) for e in events] == [
+        ("worker 2: backtracweb.server#info", "serving on x:1"),
+        ("worker 2: backtracweb.server#info", "worker 2 ready"),
+    ]
+    assert worker.ready
+
+
+def test_a_critical_event_is_kept_as_the_reason_a_worker_could_not_start(supervisor):
+    top, _ = supervisor
+    worker = top.workers[1]
+    with capturedLogs():
+        worker.outReceived(worker_output(
+            (LogLevel.critical, "backtracweb cannot start: {error}",
+             {"error": ValueError("no such module")})))
+    assert worker.failure == "no such module"
+    assert not worker.ready
+
+
+def test_other_output_is_logged_line_by_line_as_a_warning(supervisor):
+    top, _ = supervisor
+    worker = top.workers[1]
+    with capturedLogs() as events:
+        worker.errReceived(b"Traceback (most recent call last):\n  File ")
+        worker.errReceived(b'"x.py"\n')
+        worker.outReceived(b"\x1enot json\n")
+    assert [(e["log_level"], formatEvent(e)) for e in events] == [
+        (LogLevel.warn, "worker 1: Traceback (most recent call last):"),
+        (LogLevel.warn, 'worker 1:   File "x.py"'),
+        (LogLevel.warn, "worker 1: not json"),
+    ]
+
+
+# -- workers that end ---------------------------------------------------------------
+
+
+def killed(signum: int) -> Failure:
+    return Failure(ProcessTerminated(signal=signum))
+
+
+def test_a_worker_that_dies_is_started_again_with_backoff(supervisor):
+    top, reactor = supervisor
+    top.startService = lambda: None  # the processes exist already
+    reactor.advance(30)  # the first worker lived long enough: no back-off
+    with capturedLogs() as events:
+        top.workers[1].processEnded(killed(signal.SIGKILL))
+    assert formatEvent(events[-1]) == (
+        "worker 1 (pid 1000) was killed by SIGKILL after 30.0 s; starting another in 0 s")
+    reactor.advance(0)
+    assert len(reactor.spawned) == 3 and top.workers[1].pid == 1002
+
+    with capturedLogs() as events:  # dies again at once: waits
+        top.workers[1].processEnded(Failure(ProcessTerminated(exitCode=3)))
+    assert "could not start after 0.0 s; starting another in 0.5 s" in formatEvent(events[-1])
+    reactor.advance(0.4)
+    assert 1 not in top.workers
+    reactor.advance(0.1)
+    assert top.workers[1].pid == 1003
+
+
+def test_stopping_closes_the_sockets_and_drains_every_worker(supervisor):
+    top, reactor = supervisor
+    top.running = True
+    workers = dict(top.workers)
+    stopped = top.stopService()
+    assert all(listener.stopped for listener in top.listeners)
+    assert [w.transport.signals for w in workers.values()] == [[signal.SIGTERM]] * 2
+    workers[1].processEnded(Failure(ProcessDone(0)))
+    assert not stopped.called
+    top.stop("SIGTERM")  # a second SIGTERM is passed on: the workers cut their drain short
+    assert workers[2].transport.signals == [signal.SIGTERM, signal.SIGTERM]
+    workers[2].processEnded(Failure(ProcessDone(0)))
+    assert stopped.called
+    assert not reactor.getDelayedCalls()  # no restart, no pending kill
+
+
+def test_workers_still_running_after_the_graceful_timeout_are_killed(supervisor):
+    top, reactor = supervisor
+    top.running = True
+    workers = dict(top.workers)
+    stopped = top.stopService()
+    reactor.advance(3 + 5)  # graceful_timeout + KILL_GRACE
+    assert [w.transport.signals for w in workers.values()] == [
+        [signal.SIGTERM, signal.SIGKILL]] * 2
+    for worker in workers.values():
+        worker.processEnded(killed(signal.SIGKILL))
+    assert stopped.called
+
+
+# -- signals passed on ---------------------------------------------------------------
+
+
+def test_sighup_sends_the_reloaded_file_to_every_worker(supervisor, tmp_path: Path):
+    top, _ = supervisor
+    write_site(tmp_path, max_threads="6")
+    top.reload("SIGHUP")
+    for worker in top.workers.values():
+        config = pickle.loads(worker.transport.written[4:])
+        assert config.max_threads == 6
+        assert worker.transport.written == frame(config)
+    assert top.config.max_threads == 6
+
+
+def test_an_invalid_file_on_sighup_is_reported_once_and_sent_nowhere(supervisor, tmp_path: Path):
+    top, _ = supervisor
+    before = top.config
+    write_site(tmp_path, max_threads="lots")
+    with capturedLogs() as events:
+        top.reload("SIGHUP")
+    assert any("[threadpool] max = 'lots'" in formatEvent(e) for e in events)
+    assert all(worker.transport.written == b"" for worker in top.workers.values())
+    assert top.config is before
+
+
+def test_sigusr1_is_passed_on(supervisor):
+    top, _ = supervisor
+    top.reopen_logs("SIGUSR1")
+    assert [w.transport.signals for w in top.workers.values()] == [[signal.SIGUSR1]] * 2
+
+
+# -- the worker's end of the channel ---------------------------------------------------
+
+
+class RecordingService:
+    _stopping = False
+
+    def __init__(self) -> None:
+        self.applied: list = []
+        self.stopped: list[str] = []
+
+    def apply(self, config) -> None:
+        self.applied.append(config)
+
+    def stop(self, why: str) -> None:
+        self.stopped.append(why)
+
+
+def test_the_worker_applies_each_configuration_the_supervisor_sends(tmp_path: Path):
+    first = load_config(str(write_site(tmp_path, max_threads="5")))
+    second = load_config(str(write_site(tmp_path, max_threads="6")))
+    service = RecordingService()
+    channel = SupervisorChannel(service)
+    data = frame(first) + frame(second)
+    for start in range(0, len(data), 100):
+        channel.dataReceived(data[start:start + 100])
+    assert [config.max_threads for config in service.applied] == [5, 6]
+
+
+def test_the_worker_stops_when_the_supervisor_is_gone():
+    service = RecordingService()
+    SupervisorChannel(service).connectionLost(Failure(Exception("EOF")))
+    assert service.stopped == ["the end of the supervisor"]
