@@ -18,7 +18,8 @@ from backtracweb.errors import ConfigError, StartupError
 from backtracweb.pool import ThreadPoolService, make_pool
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot, static_routes
-from backtracweb.server import ListeningService, SharedSocketService, WebService
+from backtracweb.server import ListeningService, WebService
+from backtracweb.shared import SharedSocketService
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import Supervisor
 from backtracweb.website import BacktracSite, SiteSettings

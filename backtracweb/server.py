@@ -5,18 +5,14 @@ with the WSGI application loaded when the service starts.
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Callable, Iterable
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import ServerFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -60,74 +56,6 @@ class ListeningService(StreamServerEndpointService):
             raise fatal(StartupError(message)) from None
 
 
-class SharedSocketService(ListeningService):
-    """
-    In a supervisor: binds like L{ListeningService} (before twistd drops
-    privileges) but never accepts; its worker processes inherit the
-    socket and accept on it.
-    """
-
-    def __init__(self, description: str, reactor) -> None:
-        factory = ServerFactory()
-        factory.noisy = False  # it never starts a protocol: nothing to say
-        super().__init__(description, factory, reactor)
-        self.port = None
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-
-        def keep(port):
-            # Nothing has been accepted yet: the reactor is not running.
-            port.stopReading()
-            self.port = port
-            return port
-
-        self._waitingForPort.addCallback(keep)
-
-    def fileno(self) -> int:
-        """The listening socket, for the workers to inherit."""
-        return self.port.fileno()
-
-
-class InheritedSocketService(Service):
-    """
-    In a worker process: accepts on a listening socket inherited from the
-    supervisor as file descriptor C{fd}, bound to C{description}.
-    """
-
-    def __init__(self, fd: int, description: str, site: BacktracSite, reactor) -> None:
-        self.fd = fd
-        self.description = description
-        self._site = site
-        self._reactor = reactor
-        self._port = None
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        with socket.socket(fileno=os.dup(self.fd)) as inherited:
-            family = inherited.family
-        factory = self._site
-        if self.description.startswith("ssl:"):
-            # The adopted socket is plain TCP; TLS is layered on top as the
-            # ssl: endpoint would have done it, with the context it builds.
-            endpoint = serverFromString(self._reactor, self.description)
-            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, self._site)
-        # adoptStreamPort duplicates the descriptor; ours is not needed after.
-        self._port = self._reactor.adoptStreamPort(self.fd, family, factory)
-        os.close(self.fd)
-
-    def startService(self) -> None:
-        super().startService()
-        if self._port is None:
-            self.privilegedStartService()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            return self._port.stopListening()
-        return None
-
-
 def fatal(error: StartupError) -> StartupError:
     """
     Log C{error} now, and return it to be raised: twistd's parent exits as
@@ -159,7 +87,7 @@ class WebService(MultiService):
 
     def __init__(
         self,
-        listeners: Iterable[ListeningService | InheritedSocketService],
+        listeners: Iterable[IService],
         site: BacktracSite,
         load_app: Callable[[], WSGIApplication],
         pool: ThreadPool,

@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 
 from backtracweb.config import Config, load_config
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
-from backtracweb.server import SharedSocketService, fatal
+from backtracweb.server import fatal
+from backtracweb.shared import SharedSocketService
 from backtracweb.service import DaemonService, not_reloaded
 
 WORKER_ENVIRONMENT = "BACKTRACWEB_WORKER"

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.loader import build_site_service
-from backtracweb.server import InheritedSocketService
+from backtracweb.shared import InheritedSocketService
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import EXIT_STARTUP_FAILED, WORKER_ENVIRONMENT, WorkerStart
 

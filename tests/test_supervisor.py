@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent, jsonFileLogObserver
 from twisted.python.failure import Failure
 
 from backtracweb.config import load_config
 from backtracweb.loader import build_service
-from backtracweb.server import SharedSocketService
+from backtracweb.shared import SharedSocketService, _SharedTCPPort
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import (
     Backoff,
@@ -146,6 +147,13 @@ def test_workers_inherit_the_sockets_and_get_the_configuration(supervisor):
     start = WorkerStart.decode(env["BACKTRACWEB_WORKER"])
     assert (start.index, start.sockets) == (2, ((3, "tcp:8123"), (4, "unix:/s")))
     assert start.started == start.current == top.config
+
+
+def test_worker_ports_accept_one_connection_per_wakeup():
+    """Twisted grows a port's accepts per wake-up; a shared port keeps it at one."""
+    port = _SharedTCPPort(0, ServerFactory(), reactor=MemoryReactorClock())
+    port.numberAccepts = 120
+    assert port.numberAccepts == 1
 
 
 # -- relaying the workers' logs ---------------------------------------------------------
