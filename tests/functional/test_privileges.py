@@ -364,15 +364,19 @@ def systemd_daemon(make_daemon, site_dir: Path) -> Daemon:
         """)
 
 
-def test_socket_passed_by_systemd_is_adopted_and_served(systemd_daemon: Daemon):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_socket_passed_by_systemd_is_adopted_and_served(systemd_daemon: Daemon, workers: int):
     """
     With listen = systemd:domain=INET:index=0, a listening socket passed as
     fd 3 with LISTEN_FDS=1 (as systemd does) is served by the daemonized
-    twistd once the test has closed its own copy; the log names the
-    endpoint; on SIGTERM the daemon exits and the port refuses connections,
-    so the daemon held the only remaining copy of the socket.
+    twistd (or its worker processes) once the test has closed its own copy;
+    the log names the endpoint; on SIGTERM the daemon exits and the port
+    refuses connections, so the daemon held the only remaining copy of the
+    socket.
     """
     daemon = systemd_daemon
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "[threadpool]", f"workers = {workers}\n[threadpool]"))
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
