@@ -24,15 +24,20 @@ setup(
     extras_require={
         # TLS endpoints (listen = ssl:...) need pyOpenSSL, through Twisted's extra.
         "tls": ["twisted[tls]"],
-        "test": ["pytest>=7", "twisted[tls]"],
+        # playwright drives Debian's /usr/bin/chromium (no browser download);
+        # build makes the sdist and wheel the packaging test installs.
+        "test": ["pytest>=7", "twisted[tls]", "playwright", "build"],
     },
     entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
-    # Samples for packagers, installed under share/backtracweb/.
+    # Samples for packagers: etc/X is installed as share/backtracweb/X (every
+    # file of etc/, which tests/test_packaging.py checks), and MANIFEST.in
+    # puts them in the sdist.
     data_files=[
         ("share/backtracweb", ["etc/backtrac.ini"]),
         ("share/backtracweb/systemd", ["etc/systemd/backtracweb.service",
                                        "etc/systemd/backtracweb.socket"]),
         ("share/backtracweb/logrotate.d", ["etc/logrotate.d/backtracweb"]),
+        ("share/backtracweb/nginx", ["etc/nginx/backtracweb.conf"]),
     ],
     classifiers=[
         "Framework :: Django",
