@@ -5,6 +5,7 @@ with the WSGI application loaded when the service starts.
 
 from __future__ import annotations
 
+import socket
 from typing import Callable, Iterable
 
 from twisted.application.internet import StreamServerEndpointService
@@ -54,6 +55,37 @@ class ListeningService(StreamServerEndpointService):
             reason = getattr(error, "strerror", None) or str(error or e)
             message = f"cannot listen on {_readable(self.description)}: {reason}"
             raise fatal(StartupError(message)) from None
+
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening without resetting a connection: those the kernel
+        has queued are accepted (and drained like the others), and the
+        socket refuses new ones at once, where closing it a moment later
+        would reset whatever queued in between, a request a proxy could
+        not safely send elsewhere if it was a POST.
+        """
+        def close(port):
+            accept_pending(port)
+            try:
+                port.socket.shutdown(socket.SHUT_RD)
+            except OSError:  # not a socket the kernel lets us shut down: closing will do
+                pass
+            return port
+
+        self._waitingForPort.addCallback(close)
+        return super().stopService()
+
+
+def accept_pending(port) -> int:
+    """Accept every connection queued on a listening C{port}; how many there were."""
+    accepted = port.sessionno
+    for _ in range(10_000):  # bounded: clients may keep connecting meanwhile
+        before = port.sessionno
+        port.doRead()
+        if port.sessionno == before:
+            break
+    return port.sessionno - accepted
 
 
 def fatal(error: StartupError) -> StartupError:

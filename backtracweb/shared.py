@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import socket
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
 
-from backtracweb.server import ListeningService
+from backtracweb.server import ListeningService, accept_pending
 from backtracweb.website import BacktracSite
 
 
@@ -31,6 +32,11 @@ class SharedSocketService(ListeningService):
         factory.noisy = False  # it never starts a protocol: nothing to say
         super().__init__(description, factory, reactor)
         self.port = None
+
+    def stopService(self) -> Deferred[None]:
+        # Close our copy only: the workers accept what is queued, and the
+        # socket stays open until the last of them closes theirs.
+        return StreamServerEndpointService.stopService(self)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -83,9 +89,12 @@ class InheritedSocketService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
-        if self._port is not None:
-            return self._port.stopListening()
-        return None
+        if self._port is None:
+            return None
+        # Take what is queued before letting go (see ListeningService); the
+        # socket is not shut down, which would stop the other workers too.
+        accept_pending(self._port)
+        return self._port.stopListening()
 
 
 class _TakeTurnsAccepting:

@@ -17,6 +17,16 @@ from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.request import BacktracRequest
 
 
+IDLE_LINGER = 0.25
+"""
+Seconds a draining server keeps an idle keep-alive connection open.  A
+proxy may be writing a request on it as the drain starts (or on a
+connection just accepted from the queue); closing it under that request
+fails it, and a proxy resends only idempotent ones.  Answered instead, with
+C{Connection: close}, it tells the proxy the connection is done.
+"""
+
+
 @dataclass(frozen=True)
 class SiteSettings:
     """
@@ -119,9 +129,10 @@ class BacktracSite(Site):
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
-        Close idle connections now and the others once their response is
-        complete; after C{timeout} seconds close whatever is left, logging
-        the requests it cuts short.  Fires when no connection remains.
+        Close idle connections after L{IDLE_LINGER} seconds and the others
+        once their response is complete; after C{timeout} seconds close
+        whatever is left, logging the requests it cuts short.  Fires when no
+        connection remains.
         """
         self.draining = True
         self._drained = Deferred()
@@ -131,19 +142,26 @@ class BacktracSite(Site):
                 for request in channel.requests:
                     if not request.startedWriting:
                         request.setHeader(b"connection", b"close")
-            else:
-                channel.transport.loseConnection()
         if not self.connections:
             self._drained.callback(None)
             return self._drained
+        linger = self.reactor.callLater(IDLE_LINGER, self._close_idle)
         deadline = self.reactor.callLater(timeout, self.cut_short, timeout)
 
         def drained(result: object) -> object:
-            if deadline.active():
-                deadline.cancel()
+            for call in (linger, deadline):
+                if call.active():
+                    call.cancel()
             return result
 
         return self._drained.addBoth(drained)
+
+    def _close_idle(self) -> None:
+        # A request that arrived meanwhile keeps its connection until it is
+        # answered (with Connection: close, see BacktracChannel).
+        for channel in list(self.connections):
+            if not channel.requests:
+                channel.transport.loseConnection()
 
     def cut_short(self, timeout: float | None = None) -> None:
         """Abort every remaining connection, naming the requests cut short."""

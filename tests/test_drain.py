@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from backtracweb.website import BacktracSite
+from backtracweb.website import IDLE_LINGER, BacktracSite
 
 TIMEOUT = 30.0
 
@@ -96,16 +96,20 @@ class TestDrain:
         assert site.draining
         assert clock.getDelayedCalls() == []
 
-    def test_idle_connections_closed_at_once(self):
+    def test_idle_connections_closed_after_a_moment(self):
         """
         Idle connections, fresh or kept alive after a response, are closed
-        at once; the drain is done when the last of them is gone.
+        L{IDLE_LINGER} seconds into the drain; the drain is done when the
+        last of them is gone.
         """
         site, _, clock = make_site()
         fresh = Conn(site)
         kept = Conn(site).request(b"/done")
         assert not kept.closed
         results = fired(site.drain(TIMEOUT))
+        clock.advance(IDLE_LINGER - 0.01)
+        assert not fresh.closed and not kept.closed
+        clock.advance(0.01)
         assert fresh.closed and kept.closed
         assert results == []
         fresh.lost()
@@ -114,6 +118,27 @@ class TestDrain:
         assert results == [None]
         assert site.connections == set()
         assert cut_short_calls(clock) == []
+
+    def test_request_arriving_on_an_idle_connection_as_the_drain_starts_is_answered(self):
+        """
+        A proxy may write a request on a kept-alive connection just as the
+        drain starts: it is answered, with Connection: close, rather than
+        meeting a closed connection (which a proxy would not retry for a
+        POST); the connection then closes.
+        """
+        site, root, clock = make_site()
+        conn = Conn(site).request(b"/first")
+        results = fired(site.drain(TIMEOUT))
+        conn.transport.clear()
+        conn.send(b"POST /late HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n")
+        response = conn.transport.value()
+        assert response.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nConnection: close\r\n" in response
+        assert conn.closed
+        assert root.calls == [b"/first", b"/late"]
+        conn.lost()
+        assert results == [None]
+        assert clock.getDelayedCalls() == []
 
     def test_busy_connection_closes_after_response(self):
         """
@@ -159,10 +184,11 @@ class TestDrain:
         assert results == [None]
 
     def test_mixed(self):
-        """Idle connections close at once while busy ones finish; the drain waits for all."""
-        site, root, _ = make_site()
+        """Idle connections close after a moment while busy ones finish; the drain waits for all."""
+        site, root, clock = make_site()
         idle, busy = Conn(site), Conn(site).request(b"/slow")
         results = fired(site.drain(TIMEOUT))
+        clock.advance(IDLE_LINGER)
         assert idle.closed and not busy.closed
         idle.lost()
         assert results == []

@@ -11,5 +11,5 @@ DATABASES: dict = {}
 USE_TZ = True
 TIME_ZONE = "UTC"
 
-WORK_SECONDS = 0.03
+WORK_SECONDS = 0.005
 """How long /work takes: long enough for requests to be caught in flight."""

@@ -1,0 +1,76 @@
+"""
+Stopping to listen without resetting a connection: what the kernel has
+queued is accepted first, then the socket refuses new connections at once.
+Real sockets on 127.0.0.1; the reactor is a L{MemoryReactorClock} that only
+records what would be watched, and nothing runs it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.defer import succeed
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.testing import MemoryReactorClock
+
+from backtracweb.server import ListeningService, accept_pending
+
+
+class Recording(ServerFactory):
+    protocol = Protocol
+    noisy = False
+
+    def __init__(self) -> None:
+        self.built = 0
+
+    def buildProtocol(self, addr):
+        self.built += 1
+        return super().buildProtocol(addr)
+
+
+@pytest.fixture
+def port():
+    reactor = MemoryReactorClock()
+    factory = Recording()
+    port = tcp.Port(0, factory, interface="127.0.0.1", reactor=reactor)
+    port.startListening()
+    yield port
+    port.socket.close()
+
+
+def connect(port: tcp.Port) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    return client
+
+
+def test_accept_pending_takes_every_queued_connection(port):
+    clients = [connect(port) for _ in range(3)]
+    try:
+        assert accept_pending(port) == 3
+        assert port.factory.built == 3
+        assert accept_pending(port) == 0
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_stopping_accepts_what_is_queued_then_refuses_at_once(port):
+    """
+    The queued connection is accepted (the site will answer it), and a new
+    one is refused before the port is even closed (Twisted closes it a
+    reactor turn later): none is left in the queue to be reset.
+    """
+    service = ListeningService("tcp:0:interface=127.0.0.1", Recording(), MemoryReactorClock())
+    service._waitingForPort = succeed(port)  # as if privilegedStartService had listened
+    queued = connect(port)
+    try:
+        service.running = True
+        service.stopService()
+        assert port.factory.built == 1
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    finally:
+        queued.close()
