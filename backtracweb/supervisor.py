@@ -43,6 +43,8 @@ FIRST_SOCKET_FD = 3
 EXIT_STARTUP_FAILED = 3
 """A worker's exit status when it could not start (it logged why)."""
 
+_log = Logger(namespace="backtracweb.supervisor")
+
 KILL_GRACE = 5.0
 """Seconds past graceful_timeout before a worker that has not exited is killed."""
 
@@ -140,14 +142,14 @@ class WorkerProcess(ProcessProtocol):
     def errReceived(self, data: bytes) -> None:
         *lines, self._errors = (self._errors + data).split(b"\n")
         for line in lines:
-            self.supervisor.log.warn("worker {index}: {line}", index=self.index,
+            _log.warn("worker {index}: {line}", index=self.index,
                                      line=line.decode("utf-8", "replace"))
 
     def _relay(self, text: str) -> None:
         try:
             event = eventFromJSON(text)
         except ValueError:
-            self.supervisor.log.warn("worker {index}: {line}", index=self.index, line=text.strip())
+            _log.warn("worker {index}: {line}", index=self.index, line=text.strip())
             return
         if event.get("backtracweb_ready"):
             self.ready = True
@@ -169,8 +171,6 @@ class Supervisor(DaemonService):
     The top service with C{[server] workers} above 1: the shared sockets
     (L{SharedSocketService} children) and the worker processes.
     """
-
-    log = Logger()
 
     def __init__(self, config: Config, listeners: Iterable[SharedSocketService], reactor,
                  executable: str = sys.executable) -> None:
@@ -214,7 +214,7 @@ class Supervisor(DaemonService):
             env=environment, childFDs=child_fds,
         )
         self.workers[index] = worker
-        self.log.info("worker {index} starting (pid {pid})", index=index, pid=worker.pid)
+        self._log.info("worker {index} starting (pid {pid})", index=index, pid=worker.pid)
 
     def _wait_until_ready(self) -> None:
         """
@@ -257,14 +257,14 @@ class Supervisor(DaemonService):
         del self.workers[worker.index]
         how = _how_it_ended(reason)
         if self._stopping:
-            self.log.info("worker {index} (pid {pid}) {how}", index=worker.index,
+            self._log.info("worker {index} (pid {pid}) {how}", index=worker.index,
                           pid=worker.pid, how=how)
             if not self.workers and self._all_ended is not None:
                 self._all_ended.callback(None)
             return
         lived = self._reactor.seconds() - worker.started_at
         delay = self._backoff[worker.index].delay(lived)
-        self.log.error(
+        self._log.error(
             "worker {index} (pid {pid}) {how} after {lived:.1f} s; starting another in "
             "{delay:g} s", index=worker.index, pid=worker.pid, how=how, lived=lived, delay=delay,
         )
@@ -299,7 +299,7 @@ class Supervisor(DaemonService):
 
     def _kill_remaining(self) -> None:
         for worker in self.workers.values():
-            self.log.warn("worker {index} (pid {pid}) still running; killing it",
+            self._log.warn("worker {index} (pid {pid}) still running; killing it",
                           index=worker.index, pid=worker.pid)
             worker.signal(signal.SIGKILL)
 
@@ -313,14 +313,14 @@ class Supervisor(DaemonService):
         (and a worker started later starts with it).
         """
         if self._stopping:
-            self.log.info("received {signal} while stopping: not reloading", signal=signame)
+            self._log.info("received {signal} while stopping: not reloading", signal=signame)
             return
-        self.log.info("received {signal}: reloading {path}", signal=signame,
+        self._log.info("received {signal}: reloading {path}", signal=signame,
                       path=self.config.path)
         try:
             new = load_config(self.config.path)
         except ConfigError as e:
-            not_reloaded(self.log, e, self.config)
+            not_reloaded(self._log, e, self.config)
             return
         self.config = new
         for worker in self.workers.values():
@@ -329,7 +329,7 @@ class Supervisor(DaemonService):
     def reopen_logs(self, signame: str = "reopen request") -> None:
         """Reopen twistd's log file here; each worker reopens its access log."""
         if self.reopen_twistd_log(signame):
-            self.log.info("received {signal}: log file reopened", signal=signame)
+            self._log.info("received {signal}: log file reopened", signal=signame)
         for worker in self.workers.values():
             worker.signal(signal.SIGUSR1)
 
