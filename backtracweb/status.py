@@ -7,6 +7,7 @@ application's threads are all busy.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from twisted.python.threadpool import ThreadPool
@@ -23,6 +24,8 @@ def snapshot(request: Request, pool: ThreadPool | None) -> dict:
     busy_connections = sum(1 for c in site.connections if c.requests)
     return {
         "status": "draining" if site.draining else "serving",
+        # With [server] workers, each process answers for itself.
+        "pid": os.getpid(),
         "uptime_seconds": round(now - stats.started, 3),
         "config_file": settings.config_file,
         "config_loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(settings.loaded_at)),

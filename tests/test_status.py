@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import os
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -252,6 +253,7 @@ class TestJSON:
         site, _ = make_site(pool=FakePool())
         assert status_json(site) == {
             "status": "serving",
+            "pid": os.getpid(),
             "uptime_seconds": 12.5,
             "config_file": "/etc/backtrac.ini",
             "config_loaded_at": "2026-11-25T18:40:00Z",
