@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -66,6 +67,8 @@ class ListeningService(StreamServerEndpointService):
         not safely send elsewhere if it was a POST.
         """
         def close(port):
+            if not isinstance(port, tcp.Port):  # (unix ports are tcp.Ports too)
+                return port
             accept_pending(port)
             try:
                 port.socket.shutdown(socket.SHUT_RD)

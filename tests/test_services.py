@@ -55,7 +55,7 @@ from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot, StaticDirectory
 from backtracweb.server import ListeningService, WebService
 from backtracweb.service import BacktracService
-from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.website import IDLE_LINGER, BacktracSite, SiteSettings
 from backtracweb.wsgi import WSGIApplicationResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -740,8 +740,8 @@ class TestWebService:
     def test_stop_drains(self, tmp_path, isolated_imports):
         """
         Stopping the web service stops listening, then drains the site:
-        idle connections are closed at once, and the Deferred fires when
-        the last connection is gone.
+        idle connections are closed after a moment, and the Deferred fires
+        when the last connection is gone.
         """
         reactor = ThreadingMemoryReactor()
         top = build_service(site_config(tmp_path), reactor)
@@ -765,6 +765,7 @@ class TestWebService:
         ]
         assert len(stopped_listening) == 1
         assert web.site.draining
+        reactor.advance(IDLE_LINGER)
         assert all(transport.disconnecting for _, transport in channels)
         assert results == []
         for channel, _ in channels:
