@@ -11,7 +11,8 @@ one chunk) crosses to the reactor in a single non-blocking call that sends
 headers, body and end together.  Streaming responses cross chunk by chunk
 without blocking, with real back-pressure from the transport.  Files the
 application returns through C{wsgi.file_wrapper} are sent by the reactor
-itself, without a thread hop per block.
+itself, without a thread hop per block, and with sendfile where the
+connection allows it (L{backtracweb.sendfile}).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.static import NoRangeStaticProducer
+from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
 from zope.interface import implementer
+
+from backtracweb import sendfile
 
 _log = Logger(namespace="backtracweb.wsgi")
 
@@ -290,7 +293,12 @@ class _Response:
             return False
         if not stat.S_ISREG(info.st_mode) or self._status is None or self._headers_sent:
             return False
-        if info.st_size - position <= SMALL_FILE:
+        remaining = info.st_size - position
+        if self.request.method == b"HEAD":
+            # No body will be sent: the file is not even read.
+            self._send(b"", finish=True)
+            return True
+        if remaining <= SMALL_FILE:
             # Cheaper read here and sent in the response's one trip.
             self._send(wrapper.filelike.read(), finish=True)
             return True
@@ -304,7 +312,7 @@ class _Response:
         own.seek(position)
         self._headers_sent = True
         self._reactor.callFromThread(self._in_reactor_send_file,
-                                     (self._status, self._headers), own)
+                                     (self._status, self._headers), own, remaining)
         return True
 
     # -- the reactor thread -------------------------------------------------------
@@ -336,14 +344,28 @@ class _Response:
                 request.unregisterProducer()
             request.finish()
 
-    def _in_reactor_send_file(self, headers, file) -> None:
+    def _in_reactor_send_file(self, headers, file, remaining: int) -> None:
         if self._gone:
             file.close()
             return
         self._in_reactor_headers(headers)
-        # Twisted's own file producer: reads on the reactor as the
-        # transport drains, finishes the request at the end of the file.
-        producer = NoRangeStaticProducer(self.request, file)
+        request = self.request
+        offset = file.tell()
+        length = sendfile.declared_length(request)
+        if length is not None and sendfile.usable(request, length):
+            # From the file to the socket, without Python seeing the bytes.
+            # (A file shorter than the declared length is sent, then the
+            # connection closed: the client must not wait for the rest.)
+            sendfile.SendfileProducer(request, file, offset, length).start()
+            return
+        # Twisted's own file producer (TLS, or no Content-Length): reads on
+        # the reactor as the transport drains, finishes the request at the
+        # end of the file, or after Content-Length bytes if the application
+        # declared fewer than the file holds (PEP 3333: never more).
+        if length is not None and length < remaining:
+            producer = SingleRangeStaticProducer(request, file, offset, length)
+        else:
+            producer = NoRangeStaticProducer(request, file)
         producer.bufferSize = BLOCK_SIZE
         producer.start()
 

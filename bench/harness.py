@@ -397,6 +397,7 @@ class Sample:
     non_2xx: int
     rss_kib: int
     others_cpu: float  # CPUs' worth of time other processes used during the run
+    cpu_us: float = float("nan")  # the server's CPU time (user + system) per request, in µs
 
 
 def parse_wrk(output: str) -> dict:
@@ -460,6 +461,7 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
         time.sleep(settle(endpoint))
     sampler = RssSampler(running.pid)
     ours = [*sampler.pids, os.getpid()]
+    before_server = process_ticks(sampler.pids)
     before_all, before_ours, t = busy_ticks(), process_ticks(ours), time.monotonic()
     sampler.start()
     try:
@@ -470,13 +472,18 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
     finally:
         peak = sampler.stop()
     elapsed = time.monotonic() - t
+    # The server's own CPU time is read before the settling pause, so that
+    # it covers what wrk measured (give or take the requests in flight).
+    server_seconds = (process_ticks(sampler.pids) - before_server) / TICK
     wrk_seconds = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     others = ((busy_ticks() - before_all) - (process_ticks(ours) - before_ours)) / TICK - wrk_seconds
     out, err = wrk.stdout, wrk.stderr
     time.sleep(settle(endpoint))  # let requests still queued in the server finish
     if wrk.returncode != 0:
         raise subprocess.CalledProcessError(wrk.returncode, wrk.args, out, err)
-    return Sample(rss_kib=peak, others_cpu=max(0.0, others / elapsed), **parse_wrk(out))
+    parsed = parse_wrk(out)
+    cpu_us = server_seconds / parsed["requests"] * 1e6 if parsed["requests"] else float("nan")
+    return Sample(rss_kib=peak, others_cpu=max(0.0, others / elapsed), cpu_us=cpu_us, **parsed)
 
 
 def settle(endpoint: Endpoint) -> float:
@@ -618,6 +625,10 @@ def fmt_ms(x: float) -> str:
     return f"{x:.2f} ms" if x < 10 else f"{x:.0f} ms" if x >= 100 else f"{x:.1f} ms"
 
 
+def fmt_us(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:,.0f} µs"
+
+
 def ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
@@ -630,6 +641,7 @@ def summarize(samples: list[Sample]) -> dict:
         "rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
         "p50_ms": statistics.median(s.p50_ms for s in samples),
         "p99_ms": statistics.median(s.p99_ms for s in samples),
+        "cpu_us": statistics.median(s.cpu_us for s in samples),
         "socket_errors": sum(s.socket_errors for s in samples),
         "non_2xx": sum(s.non_2xx for s in samples),
         "requests": sum(s.requests for s in samples),
@@ -666,7 +678,9 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
       "are wrk's latency percentiles (median over the rounds); errors are wrk's socket errors "
       "(connect, read, write, timeout after 2 s) and non-2xx its responses with status >= 400, "
       "summed over the rounds; RSS is the peak resident memory of the server's process tree "
-      "during a measurement (largest of the rounds); others' CPU is the CPU time that processes "
+      "during a measurement (largest of the rounds); CPU/req is the server's own CPU time (user + "
+      "system, all its processes) per request wrk counted (median over the rounds; only the "
+      "server's own time, so another workload moves it less than req/s); others' CPU is the CPU time that processes "
       "other than the server, wrk and the harness used during a measurement, in CPUs' worth "
       "(largest of the rounds; on a shared machine, the noise to read the row against); the last "
       "column is backtracweb's median req/s divided by this row's.")
@@ -690,20 +704,21 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         w("")
         w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency`")
         w("")
-        w("| server | req/s | range | p50 | p99 | errors | non-2xx | peak RSS | others' CPU "
+        w("| server | req/s | range | p50 | p99 | CPU/req | errors | non-2xx | peak RSS | others' CPU "
           "| backtracweb / this |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         ours = rows.get("backtracweb", {}).get("rps") if rows else None
         for name, s in (rows or {}).items():
             note = SERVER_BY_NAME[name].notes.get(endpoint.name)
             label = f"{name} ({note})" if note else name
             w(f"| {label} | {fmt_int(s['rps'])} | {fmt_int(s['rps_min'])}-{fmt_int(s['rps_max'])} | "
-              f"{fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {s['socket_errors']} | {s['non_2xx']} | "
+              f"{fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {fmt_us(s.get('cpu_us'))} | "
+              f"{s['socket_errors']} | {s['non_2xx']} | "
               f"{s['rss_mib']:.0f} MiB | {s['others_cpu']:.0%} | {ratio(ours, s['rps'])} |")
         if endpoint.name in ceilings:
             c = ceilings[endpoint.name]
             w(f"| in-process ceiling (Django's WSGI handler in a loop, no server) | "
-              f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | "
+              f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | | "
               f"{ceiling_noise.get(endpoint.name, 0.0):.0%} | "
               f"{ratio(ours, statistics.median(c))} |")
         if endpoint.name == "io" and ours:
@@ -773,6 +788,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run",
         description="Benchmark backtracweb against Twisted's web server, gunicorn and waitress on "
                     "the same Django project (bench/site). Results: stdout and bench/results/latest.md.",
+        epilog="bench/run --memory [--help] runs issue #4's memory check instead (bench/memory.py).",
     )
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 round of 3 s per test, 1 s warm-up")
@@ -889,7 +905,8 @@ def main(argv: list[str]) -> int:
                             continue
                         samples.setdefault((server.name, path, endpoint.connections), []).append(sample)
                         print(f"  {server.name:20} {endpoint.name:15} {sample.rps:10,.0f} req/s  "
-                              f"p99 {fmt_ms(sample.p99_ms):>9}  errors {sample.socket_errors}  "
+                              f"p99 {fmt_ms(sample.p99_ms):>9}  CPU/req {fmt_us(sample.cpu_us):>8}  "
+                              f"errors {sample.socket_errors}  "
                               f"non-2xx {sample.non_2xx}  RSS {sample.rss_kib / 1024:.0f} MiB  "
                               f"others {sample.others_cpu:.0%}",
                               file=sys.stderr)
