@@ -2,12 +2,22 @@
 Listening sockets shared by worker processes (C{[server] workers}): bound
 once by the supervisor, inherited by every worker, which take turns
 accepting on them.
+
+The kernel wakes every worker for each new connection, and the first to
+run takes it.  Left at that, one worker often takes a whole burst (a load
+balancer or a benchmark opening its keep-alive connections at once) and
+keeps it for as long as the connections live, while the others idle.  So
+the workers publish how many connections each has on a L{LoadBoard}, and a
+worker leaves a new connection to a less loaded one, as nginx's workers
+do: for a moment only, then it takes the connection if nobody did.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
+from typing import Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
@@ -60,11 +70,13 @@ class InheritedSocketService(Service):
     supervisor as file descriptor C{fd}, bound to C{description}.
     """
 
-    def __init__(self, fd: int, description: str, site: BacktracSite, reactor) -> None:
+    def __init__(self, fd: int, description: str, site: BacktracSite, reactor,
+                 may_accept: Callable[[], bool] | None = None) -> None:
         self.fd = fd
         self.description = description
         self._site = site
         self._reactor = reactor
+        self._may_accept = may_accept
         self._port = None
 
     def privilegedStartService(self) -> None:
@@ -79,7 +91,7 @@ class InheritedSocketService(Service):
 
             endpoint = serverFromString(self._reactor, self.description)
             factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, self._site)
-        self._port = _adopt(self._reactor, self.fd, family, factory)
+        self._port = _adopt(self._reactor, self.fd, family, factory, self._may_accept)
         os.close(self.fd)  # the port holds a duplicate
 
     def startService(self) -> None:
@@ -97,19 +109,71 @@ class InheritedSocketService(Service):
         return self._port.stopListening()
 
 
+class LoadBoard:
+    """
+    How many connections each worker has open, in memory that the
+    supervisor and its workers share (a memfd the workers inherit).  Each
+    worker writes its own count; reads of the others' need no lock, since
+    a count a moment old is as good as a current one for choosing.
+    """
+
+    _SLOT = 8  # one signed 64-bit count per worker
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd = fd
+        self.workers = workers
+        self._map = mmap.mmap(fd, self._SLOT * workers)
+        self.counts = memoryview(self._map).cast("q")
+
+    @classmethod
+    def create(cls, workers: int) -> LoadBoard:
+        fd = os.memfd_create("backtracweb-load")
+        os.ftruncate(fd, cls._SLOT * workers)
+        return cls(fd, workers)
+
+    def set(self, index: int, count: int) -> None:
+        """Worker C{index} (from 1) has C{count} connections."""
+        self.counts[index - 1] = count
+
+    def retire(self, index: int) -> None:
+        """Worker C{index} is gone: nobody should leave a connection to it."""
+        self.counts[index - 1] = 2**62
+
+    def least_loaded(self, index: int) -> bool:
+        """Whether no other worker has fewer connections than worker C{index}."""
+        mine = self.counts[index - 1]
+        return all(mine <= count for count in self.counts)
+
+
+LEAVE_FOR = 0.002
+"""Seconds a worker leaves a new connection to a less loaded one before taking it."""
+
+
 class _TakeTurnsAccepting:
     """
-    A listening port that accepts one connection each time the reactor
-    finds it readable.
+    A listening port shared by workers: it accepts one connection each
+    time the reactor finds it readable, and none while C{may_accept} says
+    a less loaded worker should (for L{LEAVE_FOR} seconds; then it takes
+    the connection if it is still waiting).
 
     Twisted's ports accept as many pending connections as they can (up to
-    100 and growing), which suits one process; with several processes on
-    one socket, the first to wake takes a whole burst of new connections
-    and the others idle.  One at a time, a busy worker leaves the next
-    connection to an idle one.
+    100 and growing), which suits one process and starves the others here.
     """
 
     numberAccepts = property(lambda self: 1, lambda self, value: None)
+    may_accept: Callable[[], bool] | None = None
+
+    def doRead(self) -> None:
+        if self.may_accept is not None and not self.may_accept():
+            self.stopReading()
+            self.reactor.callLater(LEAVE_FOR, self._look_again)
+            return
+        super().doRead()
+
+    def _look_again(self) -> None:
+        if self.connected and not self.disconnecting:
+            self.startReading()
+            super().doRead()  # the connection left for another, if still there
 
 
 class _SharedTCPPort(_TakeTurnsAccepting, tcp.Port):
@@ -120,11 +184,13 @@ class _SharedUNIXPort(_TakeTurnsAccepting, unix.Port):
     pass
 
 
-def _adopt(reactor, fd: int, family: int, factory) -> tcp.Port:
+def _adopt(reactor, fd: int, family: int, factory,
+           may_accept: Callable[[], bool] | None = None) -> tcp.Port:
     """C{reactor.adoptStreamPort}, with ports that take turns accepting."""
     if family == socket.AF_UNIX:
         port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     else:
         port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.may_accept = may_accept
     port.startListening()
     return port

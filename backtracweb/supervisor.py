@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from backtracweb.config import Config, load_config
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.server import fatal
-from backtracweb.shared import SharedSocketService
+from backtracweb.shared import LoadBoard, SharedSocketService
 from backtracweb.service import DaemonService, not_reloaded
 
 WORKER_ENVIRONMENT = "BACKTRACWEB_WORKER"
@@ -53,14 +53,16 @@ KILL_GRACE = 5.0
 class WorkerStart:
     """
     What a worker needs to serve: the configuration the daemon started
-    with (application, sockets), the one in force now (after reloads), and
-    its listening sockets as (descriptor, endpoint description).
+    with (application, sockets), the one in force now (after reloads), its
+    listening sockets as (descriptor, endpoint description), and the
+    descriptor of the workers' L{LoadBoard}.
     """
 
     index: int
     started: Config
     current: Config
     sockets: tuple[tuple[int, str], ...]
+    board: int
 
     def encode(self) -> str:
         return base64.b64encode(pickle.dumps(self)).decode("ascii")
@@ -183,6 +185,7 @@ class Supervisor(DaemonService):
         for listener in self.listeners:
             listener.setServiceParent(self)
         self.workers: dict[int, WorkerProcess] = {}
+        self.board: LoadBoard | None = None
         self._backoff = {index: Backoff() for index in self.indexes}
         self._restarts: dict[int, object] = {}
         self._all_ended: Deferred[None] | None = None
@@ -195,6 +198,7 @@ class Supervisor(DaemonService):
 
     def startService(self) -> None:
         super().startService()
+        self.board = LoadBoard.create(len(self.indexes))
         for index in self.indexes:
             self._start_worker(index)
         self._wait_until_ready()
@@ -203,10 +207,12 @@ class Supervisor(DaemonService):
         self._restarts.pop(index, None)
         sockets = tuple((FIRST_SOCKET_FD + n, listener.description)
                         for n, listener in enumerate(self.listeners))
-        start = WorkerStart(index, self._started_config, self.config, sockets)
-        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+        board_fd = FIRST_SOCKET_FD + len(sockets)
+        start = WorkerStart(index, self._started_config, self.config, sockets, board_fd)
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", board_fd: self.board.fd}
         for n, listener in enumerate(self.listeners):
             child_fds[FIRST_SOCKET_FD + n] = listener.fileno()
+        self.board.set(index, 0)
         worker = WorkerProcess(self, index, self._reactor.seconds())
         environment = {**os.environ, WORKER_ENVIRONMENT: start.encode()}
         self._reactor.spawnProcess(
@@ -255,6 +261,7 @@ class Supervisor(DaemonService):
         if self.workers.get(worker.index) is not worker:
             return
         del self.workers[worker.index]
+        self.board.retire(worker.index)
         how = _how_it_ended(reason)
         if self._stopping:
             self._log.info("worker {index} (pid {pid}) {how}", index=worker.index,

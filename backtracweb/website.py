@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -83,6 +85,8 @@ class BacktracSite(Site):
     requestFactory = BacktracRequest
     protocol = BacktracChannel
     _log = Logger()
+    connections_changed: Callable[[int], None] | None = None
+    """Told the number of open connections whenever it changes (by a worker)."""
 
     def __init__(self, root, settings: SiteSettings, reactor) -> None:
         super().__init__(root, reactor=reactor)
@@ -106,9 +110,13 @@ class BacktracSite(Site):
 
     def connection_made(self, channel: BacktracChannel) -> None:
         self.connections.add(channel)
+        if self.connections_changed is not None:
+            self.connections_changed(len(self.connections))
 
     def connection_lost(self, channel: BacktracChannel) -> None:
         self.connections.discard(channel)
+        if self.connections_changed is not None:
+            self.connections_changed(len(self.connections))
         if self._drained is not None and not self.connections and not self._drained.called:
             self._drained.callback(None)
 

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.loader import build_site_service
-from backtracweb.shared import InheritedSocketService
+from backtracweb.shared import InheritedSocketService, LoadBoard
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import EXIT_STARTUP_FAILED, WORKER_ENVIRONMENT, WorkerStart
 
@@ -78,14 +78,16 @@ def main() -> int:
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
 
+    board = LoadBoard(start.board, start.started["server"]["workers"])
+
+    def listeners(site):
+        site.connections_changed = lambda count: board.set(start.index, count)
+        return [InheritedSocketService(fd, description, site, reactor,
+                                       lambda: board.least_loaded(start.index))
+                for fd, description in start.sockets]
+
     try:
-        service = build_site_service(
-            start.started,
-            lambda site: [InheritedSocketService(fd, description, site, reactor)
-                          for fd, description in start.sockets],
-            reactor,
-            WorkerService,
-        )
+        service = build_site_service(start.started, listeners, reactor, WorkerService)
         service.privilegedStartService()
         service.startService()
     except ConfigError as e:

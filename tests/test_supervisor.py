@@ -8,12 +8,15 @@ tests/functional/test_workers.py.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import signal
 import textwrap
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+from twisted.internet import tcp
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.testing import MemoryReactorClock
@@ -22,7 +25,7 @@ from twisted.python.failure import Failure
 
 from backtracweb.config import load_config
 from backtracweb.loader import build_service
-from backtracweb.shared import SharedSocketService, _SharedTCPPort
+from backtracweb.shared import LEAVE_FOR, LoadBoard, SharedSocketService, _SharedTCPPort
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import (
     Backoff,
@@ -100,6 +103,7 @@ def supervisor(tmp_path: Path):
     reactor = ProcessReactor()
     top = Supervisor(config, [FakeListener("tcp:8123", 7), FakeListener("unix:/s", 9)], reactor,
                      executable="/usr/bin/python3")
+    top.board = LoadBoard.create(2)  # what startService makes before the workers
     for index in top.indexes:
         top._start_worker(index)
     return top, reactor
@@ -143,9 +147,9 @@ def test_workers_inherit_the_sockets_and_get_the_configuration(supervisor):
     assert len(reactor.spawned) == 2
     protocol, args, env, child_fds = reactor.spawned[1]
     assert args == ["/usr/bin/python3", "-m", "backtracweb.worker"]
-    assert child_fds == {0: "w", 1: "r", 2: "r", 3: 7, 4: 9}
+    assert child_fds == {0: "w", 1: "r", 2: "r", 3: 7, 4: 9, 5: top.board.fd}
     start = WorkerStart.decode(env["BACKTRACWEB_WORKER"])
-    assert (start.index, start.sockets) == (2, ((3, "tcp:8123"), (4, "unix:/s")))
+    assert (start.index, start.sockets, start.board) == (2, ((3, "tcp:8123"), (4, "unix:/s")), 5)
     assert start.started == start.current == top.config
 
 
@@ -154,6 +158,54 @@ def test_worker_ports_accept_one_connection_per_wakeup():
     port = _SharedTCPPort(0, ServerFactory(), reactor=MemoryReactorClock())
     port.numberAccepts = 120
     assert port.numberAccepts == 1
+
+
+def test_the_load_board_is_shared_through_its_descriptor():
+    board = LoadBoard.create(3)
+    seen = LoadBoard(os.dup(board.fd), 3)  # as a worker maps the inherited descriptor
+    board.set(1, 4)
+    board.set(2, 2)
+    seen.set(3, 2)
+    assert (seen.least_loaded(1), seen.least_loaded(2), board.least_loaded(3)) == (False, True, True)
+    board.retire(2)
+    assert board.least_loaded(3) and not board.least_loaded(2)
+
+
+class CountingPort(_SharedTCPPort):
+    """A shared port whose accepts are counted instead of made."""
+
+    accepts = 0
+
+    def __init__(self, reactor, may_accept) -> None:
+        super().__init__(0, ServerFactory(), reactor=reactor)
+        self.may_accept = may_accept
+        self.connected, self.disconnecting = True, False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+
+def test_a_busier_worker_leaves_a_new_connection_to_another_for_a_moment():
+    """
+    Woken for a connection while another worker has fewer, a worker stops
+    watching the socket; LEAVE_FOR seconds later it takes the connection
+    after all (if it is still waiting: nobody else took it).
+    """
+    reactor = MemoryReactorClock()
+    turn = [False]
+    port = CountingPort(reactor, lambda: turn[0])
+    taken = []
+    with patch.object(tcp.Port, "doRead", lambda self: taken.append(reactor.seconds())):
+        port.doRead()
+        assert taken == [] and port.reading is False
+        reactor.advance(LEAVE_FOR)
+        assert taken == [LEAVE_FOR] and port.reading is True
+        turn[0] = True
+        port.doRead()
+        assert taken == [LEAVE_FOR, LEAVE_FOR]
 
 
 # -- relaying the workers' logs ---------------------------------------------------------
