@@ -71,6 +71,35 @@ def test_two_workers_serve_and_the_supervisor_runs_no_thread(workers_daemon: Dae
     assert "Traceback" not in log
 
 
+def test_a_burst_of_keep_alive_connections_is_shared_out(workers_daemon: Daemon):
+    """
+    Twenty connections arriving at once, as a load balancer or a benchmark
+    opens them and then keeps them: each worker gets a fair part (one
+    taking them all would leave the other idle for as long as they live).
+    """
+    workers = children(workers_daemon.pid)
+    connections = [workers_daemon.connection() for _ in range(20)]
+    try:
+        # Stopped workers leave the connections queued on the socket, to be
+        # found all at once when they continue.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for conn in connections:
+                conn.connect()
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        served = []
+        for conn in connections:
+            conn.request("GET", "/pid")
+            served.append(int(conn.getresponse().read()))
+    finally:
+        for conn in connections:
+            conn.close()
+    assert {pid: served.count(pid) >= 6 for pid in workers} == {pid: True for pid in workers}, served
+
+
 def test_a_worker_that_dies_is_replaced(workers_daemon: Daemon):
     """SIGKILL one worker: the supervisor logs it and starts another, which serves."""
     workers = children(workers_daemon.pid)
