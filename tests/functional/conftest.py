@@ -43,6 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def refused(port: int) -> bool:
+    """Whether a new TCP connection to 127.0.0.1:port is refused (nothing listens)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def wait_until(predicate, timeout: float, what: str) -> None:
     """Poll C{predicate} until true; fail the test naming C{what} if it never is."""
     deadline = time.monotonic() + timeout
@@ -179,24 +188,26 @@ def make_daemon(site_dir: Path, workdir: Path):
         daemon.kill()
 
 
+DEMO_INI = """
+[server]
+port = {port}
+[threadpool]
+min = 2
+max = 4
+[app]
+pythonpath = demo
+DJANGO_SETTINGS_MODULE = demosite.settings
+[static]
+/static = demo/static
+"""
+"""The demo Django site, for a copy of demo/ beside the file ({port} to fill in)."""
+
+
 @pytest.fixture
 def demo_daemon(make_daemon, site_dir: Path) -> Daemon:
     """The demo Django site, configured with paths relative to the file."""
     shutil.copytree(DEMO, site_dir / "demo")
-    return make_daemon(
-        """
-        [server]
-        port = {port}
-        [threadpool]
-        min = 2
-        max = 4
-        [app]
-        pythonpath = demo
-        DJANGO_SETTINGS_MODULE = demosite.settings
-        [static]
-        /static = demo/static
-        """
-    )
+    return make_daemon(DEMO_INI)
 
 
 @pytest.fixture

@@ -17,13 +17,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import DEMO, Daemon, free_port, wait_until
+from conftest import DEMO, DEMO_INI, Daemon, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and quiet: without the background-networking switches Chromium
@@ -74,18 +73,7 @@ def admin_site(tmp_path_factory) -> Daemon:
            "--email", "admin@example.com", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
     port = free_port()
     config = etc / "backtrac.ini"
-    config.write_text(textwrap.dedent(f"""\
-        [server]
-        port = {port}
-        [threadpool]
-        min = 2
-        max = 4
-        [app]
-        pythonpath = demo
-        DJANGO_SETTINGS_MODULE = demosite.settings
-        [static]
-        /static = demo/static
-        """))
+    config.write_text(DEMO_INI.replace("{port}", str(port)))
     daemon = Daemon(config, run, port)
     try:
         daemon.start()

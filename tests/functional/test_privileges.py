@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, twistd_command, wait_until
+from conftest import APPS, Daemon, refused, twistd_command, wait_until
 
 ENDPOINT = "systemd:domain=INET:index=0"
 
@@ -52,12 +52,6 @@ def application(environ, start_response):
 '''
 
 
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 # -- privileges -------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, free_port, process_exists, wait_until
+from conftest import APPS, Daemon, free_port, process_exists, refused, wait_until
 
 STATUS = "/-/status"
 
@@ -127,13 +127,6 @@ def status_json(daemon: Daemon) -> dict:
     return json.loads(body)
 
 
-def refused(port: int) -> bool:
-    """Whether a new TCP connection to 127.0.0.1:port is refused."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def wait_for_exit(daemon: Daemon, timeout: float) -> float:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, process_exists, wait_until
+from conftest import Daemon, process_exists, refused, wait_until
 
 WORKERS = "workers = 2\ngraceful_timeout = 10\n"
 
@@ -136,7 +135,7 @@ def test_sigterm_drains_every_worker(workers_daemon: Daemon, tmp_path: Path):
     assert result == {"status": 200, "body": b"slept\n"}
     for pid in workers:
         assert not process_exists(pid)
-    assert not listening(workers_daemon.port)
+    assert refused(workers_daemon.port)
 
 
 def test_sighup_reaches_every_worker(workers_daemon: Daemon, site_dir: Path):
@@ -198,15 +197,7 @@ def test_a_worker_that_cannot_start_fails_the_start(wsgi_daemon, site_dir: Path)
     assert "StartupError: RuntimeError: the database is not configured (" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "; in worker " in daemon.log()
-    wait_until(lambda: not listening(daemon.port), 20, "every process to let go of the port")
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return False
-    return True
+    wait_until(lambda: refused(daemon.port), 20, "every process to let go of the port")
 
 
 def test_workers_stop_when_the_supervisor_is_killed(workers_daemon: Daemon):
