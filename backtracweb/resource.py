@@ -9,13 +9,13 @@ import time
 from typing import Iterable
 
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.web import static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Request
 
 from backtracweb import sendfile
 from backtracweb.config import StaticMapping
+from backtracweb.pool import WorkerPool
 from backtracweb.status import render_status
 
 _NOT_READY = b"The application is not loaded yet.\n"
@@ -121,7 +121,7 @@ class SiteRoot(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.app: IResource | None = None
-        self.pool: ThreadPool | None = None
+        self.pool: WorkerPool | None = None
         self._last_warning = float("-inf")
 
     def render(self, request: Request) -> bytes | int:
@@ -153,11 +153,10 @@ class SiteRoot(Resource):
         pool, app = self.pool, self.app
         if pool is None:
             return False
-        # The resource's own count: asking the pool for its statistics
-        # takes its lock, on every request.
+        # The resource's own count: cheaper than the pool's, on every request.
         if app.in_flight < pool.max + max_queue:
             return False
-        busy, queued = len(pool.working), pool.q.qsize()
+        busy, queued = pool.busy, pool.queued
         request.site.stats.refused_overload += 1
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY:

@@ -16,10 +16,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
+from backtracweb.pool import WorkerPool
 from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIApplicationResource
 
@@ -125,7 +125,7 @@ class WebService(MultiService):
         listeners: Iterable[IService],
         site: BacktracSite,
         load_app: Callable[[], WSGIApplication],
-        pool: ThreadPool,
+        pool: WorkerPool,
         reactor,
     ) -> None:
         super().__init__()

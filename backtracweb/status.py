@@ -10,13 +10,14 @@ import json
 import os
 import time
 
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
+
+from backtracweb.pool import WorkerPool
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def snapshot(request: Request, pool: ThreadPool | None) -> dict:
+def snapshot(request: Request, pool: WorkerPool | None) -> dict:
     """The numbers the status page shows, as a plain dict."""
     site = request.site
     stats, settings = site.stats, site.settings
@@ -32,9 +33,9 @@ def snapshot(request: Request, pool: ThreadPool | None) -> dict:
         "pool": {
             "min": pool.min if pool else 0,
             "max": pool.max if pool else 0,
-            "workers": pool.workers if pool else 0,
-            "busy": len(pool.working) if pool else 0,
-            "queued": pool.q.qsize() if pool else 0,
+            "workers": len(pool.threads) if pool else 0,
+            "busy": pool.busy if pool else 0,
+            "queued": pool.queued if pool else 0,
         },
         "connections": {"open": len(site.connections), "busy": busy_connections},
         "requests": stats.requests,
@@ -90,7 +91,7 @@ def wants_prometheus(request: Request) -> bool:
     return b"text/plain" in accept and b"application/json" not in accept
 
 
-def render_status(request: Request, pool: ThreadPool | None) -> bytes:
+def render_status(request: Request, pool: WorkerPool | None) -> bytes:
     """Answer the status page: 403 unless allowed, 503 while draining."""
     site = request.site
     client = getattr(request.getClientAddress(), "host", "") or request.peer

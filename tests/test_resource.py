@@ -23,12 +23,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs
-from twisted.python.threadpool import ThreadPool
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from backtracweb.config import StaticMapping
+from backtracweb.pool import WorkerPool
 from backtracweb.request import BacktracRequest
 from backtracweb.resource import SiteRoot, StaticDirectory, static_routes
 from backtracweb.website import BacktracSite, SiteSettings
@@ -39,7 +39,7 @@ from backtracweb.wsgi import WSGIApplicationResource
 
 class SynchronousThreadPool:
     """
-    The part of L{ThreadPool} that L{WSGIApplicationResource} uses, calling
+    The part of L{WorkerPool} that L{WSGIApplicationResource} uses, calling
     the function at once in this thread (as in Twisted's C{test_wsgi}).
     """
 
@@ -578,7 +578,7 @@ class TestRoutes:
         """
         site, _ = make_root(tree)
         site.settings = settings(mappings(tree), max_queue=0)
-        pool = ThreadPool(0, 1)  # never started: work waits in its queue
+        pool = WorkerPool(0, 1)  # never started: work waits in its queue
         calls = []
 
         def application(environ, start_response):  # pragma: no cover - never runs

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -500,7 +501,7 @@ class TestStart:
                     reactor.runOneFromThread()
             head, _, body = transport.value().partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.0 200 OK\r\n")
-            assert body.startswith(b"/a/b?x=1 in PoolThread-backtracweb-")
+            assert body.startswith(b"/a/b?x=1 in backtracweb-")
             channel.connectionLost(Failure(ConnectionDone()))
         finally:
             with capturedLogs():
@@ -598,15 +599,13 @@ class TestStart:
 class TestThreadPoolService:
     def test_make_pool(self):
         """
-        L{make_pool} sizes and names the pool, starts nothing, and makes
-        daemon threads.
+        L{make_pool} sizes and names the pool, and starts nothing.
         """
         threads = threading.active_count()
         pool = make_pool(1, 4)
         assert (pool.min, pool.max, pool.name) == (1, 4, "backtracweb")
         assert pool.started is False
         assert pool.threads == []
-        assert pool.threadFactory(target=lambda: None).daemon is True
         assert threading.active_count() == threads
 
     def test_start(self):
@@ -685,6 +684,7 @@ class TestThreadPoolService:
 
         pool.callInThread(work)
         assert stuck.wait(WAIT)
+        workers = list(pool.threads)
         try:
             with capturedLogs() as events:
                 results = result_of(service.stopService())
@@ -704,7 +704,7 @@ class TestThreadPoolService:
         reactor.runOneFromThread()  # the late "joined" call is harmless
         assert results == [None]
         join_stop_threads()
-        for thread in pool.threads:
+        for thread in workers:
             thread.join(WAIT)
         assert threading.active_count() == threads
 
@@ -1002,3 +1002,89 @@ class TestPlugin:
             "backtracweb backtracweb.tap []\n"
             "backtracweb backtracweb.tap []\n"
         )
+
+
+# -- the worker pool itself -----------------------------------------------------------
+
+
+class TestWorkerPool:
+    def test_grows_on_demand_up_to_max(self):
+        """
+        C{min} threads at start; a task that finds none idle gets a new
+        thread, up to C{max}; beyond that tasks wait in the queue.
+        """
+        pool = make_pool(1, 3)
+        pool.start()
+        release = threading.Event()
+        running = threading.Semaphore(0)
+
+        def work():
+            running.release()
+            release.wait(WAIT)
+
+        try:
+            assert len(pool.threads) == 1
+            for _ in range(5):
+                pool.callInThread(work)
+            for _ in range(3):
+                assert running.acquire(timeout=WAIT)
+            assert (len(pool.threads), pool.busy, pool.queued) == (3, 3, 2)
+            release.set()
+            for _ in range(2):
+                assert running.acquire(timeout=WAIT)
+        finally:
+            release.set()
+            pool.stop()
+        assert pool.threads == [] and pool.busy == 0
+
+    def test_tasks_queued_before_start_run_after(self):
+        """Nothing runs before start (the fork); what was queued runs then."""
+        pool = make_pool(0, 2)
+        done = threading.Event()
+        pool.callInThread(done.set)
+        assert pool.threads == [] and pool.queued == 1
+        pool.start()
+        try:
+            assert done.wait(WAIT)
+        finally:
+            pool.stop()
+
+    def test_a_failing_task_is_logged_and_the_thread_goes_on(self):
+        pool = make_pool(1, 1)
+        done = threading.Event()
+        with capturedLogs() as events:
+            pool.start()
+            try:
+                pool.callInThread(lambda: 1 / 0)
+                pool.callInThread(done.set)
+                assert done.wait(WAIT)
+            finally:
+                pool.stop()
+        [failure] = [e for e in events if e.get("log_failure")]
+        assert failure["log_failure"].check(ZeroDivisionError)
+        assert formatEvent(failure) == "a task in the application's thread pool failed"
+
+    def test_adjusting_the_size_starts_and_stops_threads(self):
+        """Reloading [threadpool]: a larger min starts threads, a smaller max retires some."""
+        pool = make_pool(1, 4)
+        pool.start()
+        try:
+            pool.adjustPoolsize(3, 4)
+            assert len(pool.threads) == 3
+            retired = list(pool.threads)
+            pool.adjustPoolsize(1, 1)
+            wait_for(lambda: len(pool.threads) == 1)
+            assert (pool.min, pool.max) == (1, 1)
+            ended = [t for t in retired if t not in pool.threads]
+            for thread in ended:
+                thread.join(WAIT)
+            assert len(ended) == 2 and not any(t.is_alive() for t in ended)
+        finally:
+            pool.stop()
+
+
+def wait_for(predicate) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)

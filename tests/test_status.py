@@ -6,7 +6,7 @@ get past.
 No reactor runs: requests are real L{BacktracRequest}s parsed by a real
 channel from bytes written to a L{StringTransport}; the site's reactor is
 a L{Clock}.  Thread pools are fakes, or real ones never started (work
-handed to an unstarted L{ThreadPool} waits in its queue).
+handed to an unstarted L{WorkerPool} waits in its queue).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from backtracweb import resource as resource_module
 from backtracweb import status as status_module
+from backtracweb.pool import WorkerPool
 from backtracweb.proxy import Addresses
 from backtracweb.resource import SiteRoot
 from backtracweb.website import BacktracSite
@@ -52,21 +52,12 @@ def fixed_clock(monkeypatch):
     )
 
 
-class FakeQueue:
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def qsize(self) -> int:
-        return self.size
-
-
 class FakePool:
-    """The parts of L{ThreadPool} the status page and the overload check read."""
+    """The parts of L{WorkerPool} the status page and the overload check read."""
 
     def __init__(self, min=2, max=4, workers=3, busy=2, queued=1) -> None:
-        self.min, self.max, self.workers = min, max, workers
-        self.working = [None] * busy
-        self.q = FakeQueue(queued)
+        self.min, self.max, self.busy, self.queued = min, max, busy, queued
+        self.threads = [None] * workers
 
 
 class App(Resource):
@@ -132,14 +123,14 @@ class HoldingPool(FakePool):
         super().__init__(min=0, max=max, workers=0, busy=0, queued=0)
         self.held: list = []
 
-    def callInThread(self, f, *args, **kwargs) -> None:
-        self.held.append((f, args, kwargs))
-        self.q.size = len(self.held)
+    def callInThread(self, f) -> None:
+        self.held.append(f)
+        self.queued = len(self.held)
 
     def run_next(self) -> None:
-        f, args, kwargs = self.held.pop(0)
-        self.q.size = len(self.held)
-        f(*args, **kwargs)
+        f = self.held.pop(0)
+        self.queued = len(self.held)
+        f()
 
 
 def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]:
@@ -153,7 +144,7 @@ def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]
     root = SiteRoot()
     if app:
         # The work a fake pool reports busy or queued is the application's.
-        held = len(pool.working) + pool.q.qsize() if isinstance(pool, FakePool) else 0
+        held = pool.busy + pool.queued if isinstance(pool, FakePool) else 0
         root.app = App(held)
     else:
         root.app = None
@@ -273,8 +264,8 @@ class TestJSON:
         assert body.endswith(b"}\n") and body.startswith(b'{\n  "status": "serving"')
 
     def test_real_unstarted_pool(self):
-        """The pool's numbers come from a real L{ThreadPool}: size, and work waiting."""
-        pool = ThreadPool(3, 8)
+        """The pool's numbers come from a real L{WorkerPool}: size, and work waiting."""
+        pool = WorkerPool(3, 8)
         for _ in range(2):
             pool.callInThread(lambda: None)
         site, _ = make_site(pool=pool, max_queue=100)
@@ -478,7 +469,7 @@ class TestOverload:
         (unstarted) pool wait in its queue and count: C{max + max_queue} of
         them fill it, and the next is refused; the warning reads the pool.
         """
-        pool = ThreadPool(0, 2)
+        pool = WorkerPool(0, 2)
         site, root = make_site(pool=pool, max_queue=1)
         root.app = WSGIApplicationResource(QueueingReactor(), pool, hello)
         waiting = [Client(site) for _ in range(3)]
