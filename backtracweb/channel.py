@@ -26,7 +26,9 @@ class BacktracChannel(HTTPChannel):
 
     _log = Logger()
     _refused = False
-    _head_deadline = None
+    _head_since: float | None = None
+    """When the wait for a request head began; None while a request is handled."""
+    _head_timer = None
     idle_timeout: float | None = None
     """Seconds for a request head to arrive; set by the site for each connection."""
 
@@ -35,18 +37,34 @@ class BacktracChannel(HTTPChannel):
         self.site.connection_made(self)
         self._start_head_deadline()
 
+    # The deadline is a time, checked by one timer per connection that goes
+    # off at most every idle_timeout: setting and clearing it costs nothing
+    # per request, where a timer per request (scheduled, then cancelled as
+    # soon as the head arrives) cost a few microseconds each.
+
     def _start_head_deadline(self) -> None:
         # Not self.timeOut: Twisted clears it while a request is handled.
-        if self.idle_timeout:
-            self._head_deadline = self.callLater(self.idle_timeout, self._head_too_slow)
+        if not self.idle_timeout:
+            return
+        self._head_since = self.site.reactor.seconds()
+        if self._head_timer is None:
+            self._head_timer = self.callLater(self.idle_timeout, self._check_head_deadline)
 
     def _cancel_head_deadline(self) -> None:
-        if self._head_deadline is not None and self._head_deadline.active():
-            self._head_deadline.cancel()
-        self._head_deadline = None
+        self._head_since = None
+
+    def _check_head_deadline(self) -> None:
+        self._head_timer = None
+        if self._head_since is None:  # a request is being handled: requestDone starts again
+            return
+        remaining = self._head_since + self.idle_timeout - self.site.reactor.seconds()
+        if remaining > 0:
+            self._head_timer = self.callLater(remaining, self._check_head_deadline)
+        else:
+            self._head_too_slow()
 
     def _head_too_slow(self) -> None:
-        self._head_deadline = None
+        self._head_since = None
         if self.requests:
             self.refuse(408, "the request head took longer than [limits] idle_timeout")
         else:
@@ -106,7 +124,10 @@ class BacktracChannel(HTTPChannel):
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        self._cancel_head_deadline()
+        self._head_since = None
+        if self._head_timer is not None and self._head_timer.active():
+            self._head_timer.cancel()
+        self._head_timer = None
         try:
             super().connectionLost(reason)
         finally:

@@ -9,7 +9,9 @@ import re
 import time
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import datetimeToString, unquote
 
 from backtracweb.accesslog import Entry
 
@@ -21,6 +23,19 @@ UNIX_PEER = "unix"
 """How a unix-socket peer is named in C{[proxy] trusted}."""
 ABORTED = 499
 """Status logged for a request whose client went away first (as nginx does)."""
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """The Date header's value for now, formatted at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        _date_cache = now, text = now, datetimeToString(now)
+    return text
 
 
 class BacktracRequest(server.Request):
@@ -94,7 +109,22 @@ class BacktracRequest(server.Request):
             # PEP 3333 wants a SERVER_NAME even without a Host header.
             self._set_host(self.getHeader(b"host") or b"localhost", self.isSecure())
         self._apply_forwarding(peer)
-        super().process()
+        # Twisted's Request.process but for two things: the Date header is
+        # formatted once a second, not for every request, and there is no
+        # content-encoding hook (no resource of backtracweb's has one).
+        self.site = site = self.channel.site
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [server.version])
+        headers.setRawHeaders(b"date", [_http_date()])
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            self.render(site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
 
     def _apply_forwarding(self, peer: str) -> None:
         """Believe a trusted proxy about the client, the scheme and the host."""

@@ -222,7 +222,7 @@ class TestDrain:
         busy = Conn(site).request(b"/slow")
         site.drain(TIMEOUT)
         root.pending[0].finish()
-        assert busy.channel._head_deadline is None
+        assert busy.channel._head_since is None
 
     def test_head_arriving_when_drain_starts(self):
         """
