@@ -44,6 +44,7 @@ from backtracweb.spec import (
     log_destination,
     log_format,
     networks,
+    one_of,
     seconds,
     size,
     url_path_or_off,
@@ -91,6 +92,15 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "sharing the listening sockets; the twistd process supervises them "
                 "(restarts one that dies, passes on signals). About one per CPU core. "
                 "Needs a restart.",
+            ),
+            Setting(
+                "cpu_affinity",
+                one_of("auto", "off"),
+                "auto",
+                "With several workers: auto keeps each worker on one CPU of those "
+                "the daemon may use, in turn (a Python process whose threads move "
+                "between CPUs pays for it at every hand-over of the GIL); off "
+                "leaves it to the kernel. Needs a restart.",
             ),
             Setting(
                 "graceful_timeout",
@@ -228,7 +238,8 @@ SECTION_DOCS: Mapping[str, str] = MappingProxyType(
 
 RESTART_SECTIONS = frozenset({"app"})
 RESTART_KEYS = frozenset(
-    {("server", "port"), ("server", "interface"), ("server", "listen"), ("server", "workers")}
+    {("server", "port"), ("server", "interface"), ("server", "listen"), ("server", "workers"),
+     ("server", "cpu_affinity")}
 )
 """What SIGHUP cannot change in a running server: the sockets, processes and application."""
 

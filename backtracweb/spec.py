@@ -160,6 +160,12 @@ def file_patterns() -> Check:
     return Check("file_patterns()", "a comma-separated list of file paths or glob patterns")
 
 
+def one_of(*choices: str) -> Check:
+    """One of a few fixed words."""
+    quoted = ", ".join(repr(c) for c in choices)
+    return Check(f"option({quoted})", " or ".join(choices))
+
+
 def word() -> Check:
     """A single non-empty word, such as a loader name."""
     return Check("word()", "a single word such as django or wsgi")

@@ -78,6 +78,12 @@ def main() -> int:
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
 
+    if start.started["server"]["cpu_affinity"] == "auto":
+        # Before any thread starts: threads inherit the main thread's CPUs.
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu = cpus[(start.index - 1) % len(cpus)]
+        os.sched_setaffinity(0, {cpu})
+        _log.info("worker {index} runs on CPU {cpu}", index=start.index, cpu=cpu)
     board = LoadBoard(start.board, start.started["server"]["workers"])
 
     def listeners(site):

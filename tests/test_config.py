@@ -128,7 +128,7 @@ def test_path_relative_to_config_given_relatively(site, monkeypatch):
          "FILE: [threadpool] min = 11 is greater than max = 10; min must not exceed max"),
         ("[server]\nmaxx = 4\n",
          "FILE: [server] maxx is not a known key; known keys: port, interface, listen, "
-         "workers, graceful_timeout"),
+         "workers, cpu_affinity, graceful_timeout"),
         ("[threadpool]\nmaxx = 4\n", "FILE: [threadpool] maxx is not a known key "
          "(did you mean max?); known keys: min, max"),
         ("[srever]\nport = 1\n", "FILE: [srever] is not a known section (did you mean server?); "
@@ -335,13 +335,14 @@ def test_third_party_loader_keys_are_validated(site):
 def test_configspec_is_generated_from_the_declarations():
     """The configspec configobj validates against, with the loader's keys."""
     spec = configspec([Setting("extra", integer(1), REQUIRED, "doc")])
-    assert spec[:12] == [
+    assert spec[:13] == [
         "include = file_patterns(default=list())",
         "[server]",
         "port = integer(min=1, max=65535, default=8080)",
         "interface = ip_address(default='127.0.0.1')",
         "listen = endpoint_list(default=list())",
         "workers = integer(min=1, max=64, default=1)",
+        "cpu_affinity = option('auto', 'off', default='auto')",
         "graceful_timeout = float(min=0, default=30)",
         "[threadpool]",
         "min = integer(min=0, default=2)",
@@ -349,7 +350,7 @@ def test_configspec_is_generated_from_the_declarations():
         "[app]",
         "loader = word(default='django')",
     ]
-    assert spec[12:14] == ["pythonpath = directory_list(default=list())", "extra = integer(min=1)"]
+    assert spec[13:15] == ["pythonpath = directory_list(default=list())", "extra = integer(min=1)"]
     assert "status_path" not in spec
     assert "allow = network_list(default=list('127.0.0.1', '::1'))" in spec
     assert "max_body = size(default='1G')" in spec

@@ -64,6 +64,10 @@ def test_two_workers_serve_and_the_supervisor_runs_no_thread(workers_daemon: Dae
     assert len(workers) == 2
     assert serving_pids(workers_daemon) == workers
     assert len(os.listdir(f"/proc/{workers_daemon.pid}/task")) == 1
+    # cpu_affinity = auto: each worker on a CPU of its own (when there are two).
+    cpus = sorted(os.sched_getaffinity(0))
+    placed = sorted(tuple(sorted(os.sched_getaffinity(pid))) for pid in workers)
+    assert placed == ([(cpus[0],), (cpus[1],)] if len(cpus) >= 2 else [tuple(cpus)] * 2)
     log = workers_daemon.log()
     for index in (1, 2):
         assert f"worker {index} ready" in log
