@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, DEMO, Daemon, process_exists, twistd_command, wait_until
+from conftest import APPS, DEMO, DEMO_INI, Daemon, process_exists, twistd_command, wait_until
 
 # -- helpers ----------------------------------------------------------------
 
@@ -256,18 +256,7 @@ def test_missing_config_option_is_a_usage_error(workdir: Path):
     assert not (workdir / "twistd.log").exists()
 
 
-GOOD_DEMO = """
-[server]
-port = {port}
-[threadpool]
-min = 2
-max = 4
-[app]
-pythonpath = demo
-DJANGO_SETTINGS_MODULE = demosite.settings
-[static]
-/static = demo/static
-"""
+GOOD_DEMO = DEMO_INI
 
 # (id, change to GOOD_DEMO as (old, new), expected fragments after the file name)
 OPTION_ERRORS = [
