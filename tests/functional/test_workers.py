@@ -31,15 +31,29 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def serving_pids(daemon: Daemon, attempts: int = 200) -> set[int]:
-    """The pids that answered /pid, one new connection each, until two did."""
+def serving_pids(daemon: Daemon, attempts: int = 20) -> set[int]:
+    """
+    The pids that answered /pid, each request on a new connection kept open
+    with the others (so each new one goes to the worker with fewer), until
+    two answered.  One connection at a time may all go to one worker: with
+    nothing open, neither is busier.
+    """
     seen: set[int] = set()
-    for _ in range(attempts):
-        response, body = daemon.get("/pid")
-        assert response.status == 200
-        seen.add(int(body))
-        if len(seen) == 2:
-            break
+    held = []
+    try:
+        for _ in range(attempts):
+            conn = daemon.connection()
+            held.append(conn)
+            conn.request("GET", "/pid")
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200
+            seen.add(int(body))
+            if len(seen) == 2:
+                break
+    finally:
+        for conn in held:
+            conn.close()
     return seen
 
 
