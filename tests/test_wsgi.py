@@ -286,6 +286,13 @@ def serve(application, pool=None, reactor=None):
     return resource, reactor, make_site(resource)
 
 
+def recording_close(wrapper, closes: list):
+    """C{wrapper}, noting in C{closes} the name of the thread that closes it."""
+    real_close = wrapper.close
+    wrapper.close = lambda: (closes.append(threading.current_thread().name), real_close())
+    return wrapper
+
+
 def open_fds() -> set[str]:
     """This process's open file descriptors."""
     return set(os.listdir("/proc/self/fd"))
@@ -1146,9 +1153,7 @@ class TestFileWrapper:
         def application(environ, start_response):
             start_response("200 OK", [("Content-Length", str(len(data)))])
             wrapper = environ["wsgi.file_wrapper"](open(path, "rb"))
-            real_close = wrapper.close
-            wrapper.close = lambda: (closes.append(threading.current_thread().name), real_close())
-            return wrapper
+            return recording_close(wrapper, closes)
 
         fds = open_fds()
         pool = ThreadPerCall()
@@ -1183,9 +1188,7 @@ class TestFileWrapper:
             start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                       ("Content-Length", str(len(data) - 1000))])
             wrapper = environ["wsgi.file_wrapper"](f, 4096)
-            real_close = wrapper.close
-            wrapper.close = lambda: (closes.append(threading.current_thread().name), real_close())
-            return wrapper
+            return recording_close(wrapper, closes)
 
         fds = open_fds()
         pool = ThreadPerCall()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, Daemon, refused, twistd_command, wait_until
+from test_listen import APP
 
 ENDPOINT = "systemd:domain=INET:index=0"
 
@@ -345,17 +346,7 @@ def start_socket_activated(daemon: Daemon, listening: socket.socket) -> subproce
 def systemd_daemon(make_daemon, site_dir: Path) -> Daemon:
     """The test app, listening only on the socket systemd passes as fd 3."""
     shutil.copytree(APPS, site_dir / "apps")
-    return make_daemon(f"""
-        [server]
-        listen = {ENDPOINT}
-        [threadpool]
-        min = 1
-        max = 2
-        [app]
-        loader = wsgi
-        pythonpath = apps
-        application = testapp:application
-        """)
+    return make_daemon(f"[server]\nlisten = {ENDPOINT}\n" + APP)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
