@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python.failure import Failure
@@ -61,6 +62,12 @@ class BacktracRequest(server.Request):
     _body_bytes = 0
     received = False
     """Whether the whole request has arrived (Twisted's placeholders say nothing)."""
+    connection_lost: Callable[[], None] | None = None
+    """
+    Called if the connection is lost before the response is finished: a
+    lighter way than L{notifyFinish} for the WSGI container, which would
+    otherwise make a Deferred for every request to hear of the rare loss.
+    """
 
     def __init__(self, channel, *args, **kwargs) -> None:
         super().__init__(channel, *args, **kwargs)
@@ -158,6 +165,8 @@ class BacktracRequest(server.Request):
         unfinished = self.received and not self.finished
         site = self.channel.site  # the parent class forgets the channel
         super().connectionLost(reason)
+        if self.connection_lost is not None:
+            self.connection_lost()
         if unfinished:
             # A client may close as soon as it has every byte it was promised,
             # before the application's thread has finished the request.

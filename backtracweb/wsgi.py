@@ -127,30 +127,23 @@ class WSGIApplicationResource:
         raise RuntimeError("a WSGI application has no child resources")
 
 
-def _latin1(value: bytes) -> str:
-    return value.decode("latin-1")
-
-
 def make_environ(request: Request) -> dict[str, Any]:
     """
     The WSGI environ for a request.  Called in the worker thread: the
     request is complete and the reactor no longer changes what is read here.
     """
-    uri = request.uri
-    query = uri.split(b"?", 1)[1] if b"?" in uri else b""
-    client = request.getClientAddress()
-    host = request.getHost()
-    headers = request.requestHeaders
+    _, _, query = request.uri.partition(b"?")
+    client = request.client
     environ = {
-        "REQUEST_METHOD": _latin1(request.method),
+        "REQUEST_METHOD": request.method.decode("latin-1"),
         "SCRIPT_NAME": "",
-        "PATH_INFO": _latin1(b"/" + b"/".join(request.postpath)),
-        "QUERY_STRING": _latin1(query),
-        "CONTENT_TYPE": _latin1(headers.getRawHeaders(b"content-type", [b""])[0]),
-        "CONTENT_LENGTH": _latin1(headers.getRawHeaders(b"content-length", [b""])[0]),
-        "SERVER_NAME": _latin1(request.getRequestHostname()),
-        "SERVER_PORT": str(getattr(host, "port", "")),
-        "SERVER_PROTOCOL": _latin1(request.clientproto),
+        "PATH_INFO": (b"/" + b"/".join(request.postpath)).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "",
+        "SERVER_NAME": request.getRequestHostname().decode("latin-1"),
+        "SERVER_PORT": str(getattr(request.host, "port", "")),
+        "SERVER_PROTOCOL": request.clientproto.decode("latin-1"),
         "REMOTE_ADDR": getattr(client, "host", ""),
         "REMOTE_PORT": str(getattr(client, "port", "")),
         "wsgi.version": (1, 0),
@@ -163,12 +156,32 @@ def make_environ(request: Request) -> dict[str, Any]:
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
-    for name, values in headers.getAllRawHeaders():
-        key = "HTTP_" + _latin1(name).upper().replace("-", "_")
-        if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-            continue  # CGI: these are CONTENT_TYPE and CONTENT_LENGTH only
-        environ[key] = ",".join(_latin1(v) for v in values)
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        key = _CGI_NAMES.get(name)
+        if key is None:
+            key = _cgi_name(name)
+            if len(_CGI_NAMES) < _CGI_NAMES_KEPT:
+                _CGI_NAMES[name] = key
+        if key in _CGI_CONTENT:
+            environ[key] = values[0].decode("latin-1")
+        else:
+            environ[key] = b",".join(values).decode("latin-1")
     return environ
+
+
+# CGI: Content-Type and Content-Length have no HTTP_ key, and one value.
+_CGI_CONTENT = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+# Header name -> environ key, remembered for the first names seen (the
+# ones clients send); bounded, so that a client inventing names cannot
+# grow it without end.
+_CGI_NAMES: dict[bytes, str] = {}
+_CGI_NAMES_KEPT = 512
+
+
+def _cgi_name(name: bytes) -> str:
+    """C{HTTP_X_FOO} for C{X-Foo}, but C{CONTENT_TYPE} and C{CONTENT_LENGTH}."""
+    key = name.decode("latin-1").upper().replace("-", "_")
+    return key if key in _CGI_CONTENT else "HTTP_" + key
 
 
 @implementer(IPushProducer)
@@ -188,14 +201,18 @@ class _Response:
         self._headers: list[tuple[str, str]] = []
         self._headers_sent = False  # worker-side: the headers have been handed over
         self._gone = False  # the client went away, or the response was cut
-        self._writable = threading.Event()
-        self._writable.set()
-        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
-        request.notifyFinish().addBoth(self._finished)
+        # Flow control for streaming responses, made by the worker before
+        # its first chunk: most responses are sent in one trip and never
+        # need them (two locks and a condition each, per request).
+        self._writable: threading.Event | None = None
+        self._slots: threading.BoundedSemaphore | None = None
+        request.connection_lost = self._cut
 
-    def _finished(self, result: object) -> None:
+    def _cut(self) -> None:
+        """No more of the response is wanted: the client left, or it failed."""
         self._gone = True
-        self._writable.set()  # a paused worker must notice
+        if self._writable is not None:
+            self._writable.set()  # a paused worker must notice
 
     def start(self, pool) -> None:
         pool.callInThread(self.run)
@@ -274,6 +291,10 @@ class _Response:
         if not finish:
             # Back-pressure: wait while the transport is full, and keep
             # only a few chunks queued for the reactor.
+            if self._writable is None:
+                self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+                self._writable = threading.Event()
+                self._writable.set()
             self._writable.wait()
             if self._gone:
                 return
@@ -373,8 +394,7 @@ class _Response:
         _log.failure("WSGI application error", failure=failure)
         if self._gone:
             return
-        self._gone = True
-        self._writable.set()
+        self._cut()
         request = self.request
         if headers_sent or request.startedWriting:
             request.loseConnection()
@@ -395,5 +415,4 @@ class _Response:
         self._writable.set()
 
     def stopProducing(self) -> None:
-        self._gone = True
-        self._writable.set()
+        self._cut()
