@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
 
 from backtracweb.config import RESTART_KEYS, RESTART_SECTIONS, Config, load_config
+from backtracweb.cpu import set_scheduling
 from backtracweb.errors import ConfigError
 from backtracweb.pool import ThreadPoolService
 from backtracweb.server import WebService
@@ -157,6 +158,11 @@ class BacktracService(DaemonService):
         pool.setServiceParent(self)
         web.setName("web")
         web.setServiceParent(self)
+
+    def startService(self) -> None:
+        # Before the pool starts its threads: they inherit the policy.
+        set_scheduling(self.config["server"]["cpu_scheduling"])
+        super().startService()
 
     @property
     def pool(self) -> ThreadPoolService:

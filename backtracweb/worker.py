@@ -21,6 +21,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 from twisted.python.failure import Failure
 
+from backtracweb.cpu import pin_worker
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.loader import build_site_service
 from backtracweb.shared import InheritedSocketService, LoadBoard
@@ -79,11 +80,8 @@ def main() -> int:
     from twisted.internet.stdio import StandardIO
 
     if start.started["server"]["cpu_affinity"] == "auto":
-        # Before any thread starts: threads inherit the main thread's CPUs.
-        cpus = sorted(os.sched_getaffinity(0))
-        cpu = cpus[(start.index - 1) % len(cpus)]
-        os.sched_setaffinity(0, {cpu})
-        _log.info("worker {index} runs on CPU {cpu}", index=start.index, cpu=cpu)
+        _log.info("worker {index} runs on CPU {cpu}", index=start.index,
+                  cpu=pin_worker(start.index))
     board = LoadBoard(start.board, start.started["server"]["workers"])
 
     def listeners(site):

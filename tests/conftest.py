@@ -7,6 +7,7 @@ on its state.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -19,3 +20,12 @@ def no_global_reactor():
     yield
     if not before:
         assert "twisted.internet.reactor" not in sys.modules, "the global reactor was imported"
+
+
+@pytest.fixture(autouse=True)
+def keep_scheduling_policy():
+    """Undo a test's change of this thread's scheduling policy (starting a service makes one)."""
+    before = os.sched_getscheduler(0)
+    yield
+    if os.sched_getscheduler(0) != before:
+        os.sched_setscheduler(0, before, os.sched_param(0))

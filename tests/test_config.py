@@ -119,6 +119,8 @@ def test_path_relative_to_config_given_relatively(site, monkeypatch):
          "between 1 and 65535 (quote values that contain commas)"),
         ("[server]\ninterface = localhost\n", "FILE: [server] interface = 'localhost': expected an "
          "IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1"),
+        ("[server]\ncpu_scheduling = fifo\n",
+         "FILE: [server] cpu_scheduling = 'fifo': expected batch or normal"),
         ("[threadpool]\nmin = -1\n",
          "FILE: [threadpool] min = '-1': expected an integer of at least 0"),
         ("[threadpool]\nmax = 0\n", "FILE: [threadpool] max = '0': expected an integer of at least 1"),
@@ -128,7 +130,7 @@ def test_path_relative_to_config_given_relatively(site, monkeypatch):
          "FILE: [threadpool] min = 11 is greater than max = 10; min must not exceed max"),
         ("[server]\nmaxx = 4\n",
          "FILE: [server] maxx is not a known key; known keys: port, interface, listen, "
-         "workers, cpu_affinity, graceful_timeout"),
+         "workers, cpu_affinity, cpu_scheduling, graceful_timeout"),
         ("[threadpool]\nmaxx = 4\n", "FILE: [threadpool] maxx is not a known key "
          "(did you mean max?); known keys: min, max"),
         ("[srever]\nport = 1\n", "FILE: [srever] is not a known section (did you mean server?); "
@@ -335,7 +337,7 @@ def test_third_party_loader_keys_are_validated(site):
 def test_configspec_is_generated_from_the_declarations():
     """The configspec configobj validates against, with the loader's keys."""
     spec = configspec([Setting("extra", integer(1), REQUIRED, "doc")])
-    assert spec[:13] == [
+    assert spec[:14] == [
         "include = file_patterns(default=list())",
         "[server]",
         "port = integer(min=1, max=65535, default=8080)",
@@ -343,6 +345,7 @@ def test_configspec_is_generated_from_the_declarations():
         "listen = endpoint_list(default=list())",
         "workers = integer(min=1, max=64, default=1)",
         "cpu_affinity = option('auto', 'off', default='auto')",
+        "cpu_scheduling = option('batch', 'normal', default='batch')",
         "graceful_timeout = float(min=0, default=30)",
         "[threadpool]",
         "min = integer(min=0, default=2)",
@@ -350,7 +353,7 @@ def test_configspec_is_generated_from_the_declarations():
         "[app]",
         "loader = word(default='django')",
     ]
-    assert spec[13:15] == ["pythonpath = directory_list(default=list())", "extra = integer(min=1)"]
+    assert spec[14:16] == ["pythonpath = directory_list(default=list())", "extra = integer(min=1)"]
     assert "status_path" not in spec
     assert "allow = network_list(default=list('127.0.0.1', '::1'))" in spec
     assert "max_body = size(default='1G')" in spec

@@ -426,7 +426,8 @@ class TestStart:
 
     def test_start_service(self, tmp_path, isolated_imports, saved_signal_handlers):
         """
-        C{startService} starts C{min} daemon worker threads, imports the
+        C{startService} starts C{min} daemon worker threads under the batch
+        scheduling policy, imports the
         application and installs it on the site root as a
         L{WSGIApplicationResource} running in the pool, gives the root the pool to watch, takes over
         SIGHUP and SIGUSR1 at once and SIGTERM and SIGINT once the reactor
@@ -443,6 +444,9 @@ class TestStart:
             assert pool.started is True
             assert len(pool.threads) == 3
             assert all(t.daemon and t.is_alive() for t in pool.threads)
+            # [server] cpu_scheduling = batch, set before the threads started.
+            assert os.sched_getscheduler(0) == os.SCHED_BATCH
+            assert {os.sched_getscheduler(t.native_id) for t in pool.threads} == {os.SCHED_BATCH}
             assert APP_MODULE in sys.modules
             assert isinstance(web.root.app, WSGIApplicationResource)
             assert web.root.app._application is sys.modules[APP_MODULE].application

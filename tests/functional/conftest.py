@@ -77,6 +77,11 @@ def process_exists(pid: int) -> bool:
     return state != "Z"
 
 
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policies (os.SCHED_*) of the threads of process C{pid}."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
 @dataclass
 class Daemon:
     """One daemonized twistd backtracweb, and the files it uses."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, process_exists, refused, wait_until
+from conftest import Daemon, process_exists, refused, thread_policies, wait_until
 
 WORKERS = "workers = 2\ngraceful_timeout = 10\n"
 
@@ -82,6 +82,10 @@ def test_two_workers_serve_and_the_supervisor_runs_no_thread(workers_daemon: Dae
     cpus = sorted(os.sched_getaffinity(0))
     placed = sorted(tuple(sorted(os.sched_getaffinity(pid))) for pid in workers)
     assert placed == ([(cpus[0],), (cpus[1],)] if len(cpus) >= 2 else [tuple(cpus)] * 2)
+    # cpu_scheduling = batch applies where requests are served.
+    for pid in workers:
+        assert thread_policies(pid) == {os.SCHED_BATCH}
+    assert thread_policies(workers_daemon.pid) == {os.SCHED_OTHER}
     log = workers_daemon.log()
     for index in (1, 2):
         assert f"worker {index} ready" in log
