@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
@@ -358,6 +359,11 @@ class _Response:
             self._in_reactor_headers(headers)
             if not finish:
                 request.registerProducer(self, True)
+            elif (request.method != b"HEAD" and request.code not in NO_BODY_CODES
+                  and not request.responseHeaders.hasHeader(b"content-length")):
+                # The whole body is here: its length saves the client (and
+                # Twisted) the chunked encoding, as other servers do.
+                request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(data)])
         if data:
             request.write(data)
         if finish:

@@ -504,7 +504,7 @@ class TestOverload:
         assert root.app.in_flight == 2
         assert site.stats.refused_overload == 1
         reactor.run_all()
-        assert first.transport.value().endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        assert first.transport.value().endswith(b"Content-Length: 5\r\n\r\nhello")
 
     def test_warning_at_most_every_ten_seconds(self, monotonic):
         """The warning is logged at most once per 10 seconds, however many are refused."""

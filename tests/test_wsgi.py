@@ -569,6 +569,29 @@ class TestCompleteResponses:
         assert request.finished
         assert body.closes == ["MainThread"]
 
+    @pytest.mark.parametrize("method, status, version, length", [
+        (b"GET", "200 OK", b"HTTP/1.1", [b"13"]),
+        (b"POST", "404 Not Found", b"HTTP/1.0", [b"13"]),
+        (b"HEAD", "200 OK", b"HTTP/1.1", []),  # the application may have left the body out
+        (b"GET", "204 No Content", b"HTTP/1.1", []),
+        (b"GET", "304 Not Modified", b"HTTP/1.1", []),
+    ])
+    def test_complete_body_gets_its_length(self, method, status, version, length):
+        """
+        A complete response without Content-Length gets the length of its
+        body, so it is not chunked (and an HTTP/1.0 client may keep the
+        connection); not for HEAD, 204 and 304, which send no body.
+        """
+        _, reactor, site = serve(answering([b"hello, ", b"world!"], status=status))
+        client = Connection(site)
+        client.get(method=method, version=version)
+        reactor.run_pending()
+        response = client.response()
+        assert response.header(b"content-length") == length
+        assert response.header(b"transfer-encoding") == []
+        if length:
+            assert response.body == b"hello, world!"
+
     def test_head(self):
         """A HEAD request gets the status and headers, without the body."""
         app = answering([b"hello"], headers=[("Content-Length", "5")])
