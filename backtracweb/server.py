@@ -5,6 +5,7 @@ with the WSGI application loaded when the service starts.
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Callable, Iterable
 
@@ -147,6 +148,13 @@ class WebService(MultiService):
             raise fatal(e)
         self.root.app = WSGIApplicationResource(self._reactor, self._pool, application)
         self.root.pool = self._pool
+        # What exists now (the application, Django, Twisted: some 60,000
+        # objects for a small site) lives as long as the process.  Frozen,
+        # it is left out of the collector's full passes, which otherwise
+        # scan it every few seconds under load, holding the GIL and every
+        # request for 5 to 15 ms.
+        gc.collect()
+        gc.freeze()
         super().startService()
         for listening in self:
             self._log.info("serving on {address}", address=_readable(listening.description))

@@ -7,6 +7,7 @@ on its state.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -23,9 +24,13 @@ def no_global_reactor():
 
 
 @pytest.fixture(autouse=True)
-def keep_scheduling_policy():
-    """Undo a test's change of this thread's scheduling policy (starting a service makes one)."""
-    before = os.sched_getscheduler(0)
+def keep_process_state():
+    """
+    Undo what starting a service changes for the whole process: this
+    thread's scheduling policy, and the objects frozen for the collector.
+    """
+    policy = os.sched_getscheduler(0)
     yield
-    if os.sched_getscheduler(0) != before:
-        os.sched_setscheduler(0, before, os.sched_param(0))
+    if os.sched_getscheduler(0) != policy:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    gc.unfreeze()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import gc
 import io
 import os
 import queue
@@ -427,9 +428,10 @@ class TestStart:
     def test_start_service(self, tmp_path, isolated_imports, saved_signal_handlers):
         """
         C{startService} starts C{min} daemon worker threads under the batch
-        scheduling policy, imports the
-        application and installs it on the site root as a
-        L{WSGIApplicationResource} running in the pool, gives the root the pool to watch, takes over
+        scheduling policy, imports the application, freezes what exists for
+        the garbage collector, installs the application on the site root as
+        a L{WSGIApplicationResource} running in the pool, gives the root the
+        pool to watch, takes over
         SIGHUP and SIGUSR1 at once and SIGTERM and SIGINT once the reactor
         runs; stopping the tree joins the workers.
         """
@@ -447,6 +449,8 @@ class TestStart:
             # [server] cpu_scheduling = batch, set before the threads started.
             assert os.sched_getscheduler(0) == os.SCHED_BATCH
             assert {os.sched_getscheduler(t.native_id) for t in pool.threads} == {os.SCHED_BATCH}
+            # What was loaded is frozen: the collector's full passes skip it.
+            assert gc.get_freeze_count() > 1000
             assert APP_MODULE in sys.modules
             assert isinstance(web.root.app, WSGIApplicationResource)
             assert web.root.app._application is sys.modules[APP_MODULE].application
