@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from configobj import ConfigObj, ConfigObjError, Section, flatten_errors, get_extra_values
 from configobj.validate import ValidateError, Validator
@@ -364,13 +364,16 @@ def configspec(app_settings: Iterable[Setting] = ()) -> list[str]:
     return lines
 
 
-def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Config:
+def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
+                endpoints_in_use: Collection[str] = ()) -> Config:
     """
     Read, validate and resolve the configuration file at C{path}, with the
     files it includes.
 
     @param loaders: the app loaders by name; by default the built-in ones
         and those registered as entry points.
+    @param endpoints_in_use: when reloading, the running server's listening
+        endpoints, which are not parsed again (L{spec.check_endpoint_list}).
     @raise ConfigError: listing every problem found.
     """
     path = os.path.abspath(path)
@@ -388,7 +391,7 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None) -> Co
     app_settings = loader_settings(loader) if loader else ()
     parsed = ConfigObj(merged, configspec=configspec(app_settings), interpolation=False)
 
-    validator = Validator(custom_checks(os.path.dirname(path)))
+    validator = Validator(custom_checks(os.path.dirname(path), endpoints_in_use))
     result = parsed.validate(validator, preserve_errors=True)
     expected = _expected_by_key(app_settings)
     failed = set()

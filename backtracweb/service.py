@@ -221,7 +221,7 @@ class BacktracService(DaemonService):
             return
         self._log.info("received {signal}: reloading {path}", signal=signame, path=path)
         try:
-            new = load_config(path)
+            new = load_config(path, endpoints_in_use=self._started_config.listen)
         except ConfigError as e:
             self._not_reloaded(e)
             return

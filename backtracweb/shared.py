@@ -26,7 +26,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
 
+from backtracweb.errors import StartupError
 from backtracweb.server import ListeningService, accept_pending
+from backtracweb.spec import endpoint_files, with_endpoint_files
 from backtracweb.website import BacktracSite
 
 
@@ -42,6 +44,8 @@ class SharedSocketService(ListeningService):
         factory.noisy = False  # it never starts a protocol: nothing to say
         super().__init__(description, factory, reactor)
         self.port = None
+        self.files: dict[str, int] = {}
+        """The files the endpoint reads, by parameter name: memfds to hand on."""
 
     def stopService(self) -> Deferred[None]:
         # Close our copy only: the workers accept what is queued, and the
@@ -50,10 +54,19 @@ class SharedSocketService(ListeningService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        # The workers start after twistd has dropped privileges (--uid), and
+        # an ssl: endpoint reads its key when parsed: a key only root may
+        # read is read now, and the workers get copies (see worker_endpoint).
+        self.files = copy_endpoint_files(self.description)
 
         def keep(port):
             # Nothing has been accepted yet: the reactor is not running.
             port.stopReading()
+            # Twisted shuts down a socket it made itself as it closes it,
+            # and a shut-down listening socket stops listening in every
+            # process sharing it: the workers could no longer accept what is
+            # queued as they drain.  Closing our descriptor is enough.
+            port._shouldShutdown = False
             self.port = port
             return port
 
@@ -62,6 +75,39 @@ class SharedSocketService(ListeningService):
     def fileno(self) -> int:
         """The listening socket, for the workers to inherit."""
         return self.port.fileno()
+
+    def worker_endpoint(self, inherited: dict[str, int]) -> str:
+        """
+        The endpoint for a worker that inherits L{files} as the descriptors
+        given by parameter name: it reads them as its own.
+        """
+        return with_endpoint_files(
+            self.description, {name: f"{_OWN_FD}{fd}" for name, fd in inherited.items()})
+
+
+# How a process names a file it has open as descriptor N.
+_OWN_FD = "/proc/self/fd/"
+
+
+def copy_endpoint_files(description: str) -> dict[str, int]:
+    """
+    The files an endpoint reads (a TLS key and certificates) copied into
+    memfds, by parameter name.
+
+    @raise StartupError: one cannot be read.
+    """
+    copies = {}
+    for name, path in endpoint_files(description).items():
+        try:
+            with open(path, "rb") as file:
+                content = file.read()
+        except OSError as e:
+            for fd in copies.values():
+                os.close(fd)
+            raise StartupError(f"{description}: cannot read {name} {path}: {e.strerror}") from None
+        copies[name] = os.memfd_create(f"backtracweb-{name}")
+        os.write(copies[name], content)
+    return copies
 
 
 class InheritedSocketService(Service):
@@ -91,6 +137,9 @@ class InheritedSocketService(Service):
 
             endpoint = serverFromString(self._reactor, self.description)
             factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, self._site)
+            for path in endpoint_files(self.description).values():
+                if path.startswith(_OWN_FD):  # read: the copy is not needed any more
+                    os.close(int(path[len(_OWN_FD):]))
         self._port = _adopt(self._reactor, self.fd, family, factory, self._may_accept)
         os.close(self.fd)  # the port holds a duplicate
 

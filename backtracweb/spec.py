@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from configobj.validate import ValidateError
 
@@ -326,12 +326,42 @@ def _escape_ipv6_interface(endpoint: str) -> str:
 _ENDPOINT_PATHS = {"ssl": ("privateKey", "certKey", "extraCertChain", "dhParameters")}
 
 
+def _endpoint_fields(endpoint: str) -> list[str]:
+    """The type and parameters of an endpoint string (colons escaped by \\ kept)."""
+    return re.split(r"(?<!\\):", endpoint)
+
+
+def endpoint_files(endpoint: str) -> dict[str, str]:
+    """
+    The files an endpoint reads when it is parsed (a TLS key and
+    certificates), by parameter name.
+    """
+    fields = _endpoint_fields(endpoint)
+    names = _ENDPOINT_PATHS.get(fields[0].strip(), ())
+    files = {}
+    for field in fields[1:]:
+        name, equals, path = field.partition("=")
+        if equals and name in names:
+            files[name] = re.sub(r"\\(.)", r"\1", path)  # Twisted's escapes undone
+    return files
+
+
+def with_endpoint_files(endpoint: str, files: dict[str, str]) -> str:
+    """The endpoint string reading the files given by parameter name instead."""
+    fields = _endpoint_fields(endpoint)
+    for index, field in enumerate(fields[1:], start=1):
+        name, equals, _ = field.partition("=")
+        if equals and name in files:
+            fields[index] = f"{name}={files[name]}"
+    return ":".join(fields)
+
+
 def _absolute_endpoint(endpoint: str, base: str) -> str:
     """
     The endpoint string with relative file paths (a unix socket, TLS keys and
     certificates) resolved against C{base}, like every path in the file.
     """
-    fields = re.split(r"(?<!\\):", endpoint)
+    fields = _endpoint_fields(endpoint)
     kind = fields[0].strip()
 
     def absolute(path: str) -> str:
@@ -346,10 +376,15 @@ def _absolute_endpoint(endpoint: str, base: str) -> str:
     return ":".join(fields)
 
 
-def check_endpoint_list(value: Any, *, base: str) -> tuple[str, ...]:
+def check_endpoint_list(value: Any, *, base: str,
+                        in_use: Collection[str] = ()) -> tuple[str, ...]:
     """
     configobj check C{endpoint_list}: each string must parse as a Twisted
     server endpoint.  Parsing uses a memory reactor: nothing is bound.
+
+    Endpoints C{in_use} (bound by the running server) are taken as they
+    are: parsing an ssl: endpoint reads its key, which a server that has
+    dropped privileges may no longer read, and a reload does not rebind.
     """
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
@@ -357,6 +392,9 @@ def check_endpoint_list(value: Any, *, base: str) -> tuple[str, ...]:
     result = []
     for given in _as_list(value):
         item = _absolute_endpoint(_escape_ipv6_interface(given), base)
+        if item in in_use:
+            result.append(item)
+            continue
         try:
             serverFromString(MemoryReactor(), item)
         except Exception as e:
@@ -421,9 +459,11 @@ def check_file_patterns(value: Any, *, base: str) -> tuple[str, ...]:
     return tuple(os.path.normpath(os.path.join(base, os.path.expanduser(v))) for v in _as_list(value))
 
 
-def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
+def custom_checks(base: str, endpoints_in_use: Collection[str] = ()
+                  ) -> dict[str, Callable[..., Any]]:
     """
-    The check functions configobj lacks, for a file in directory C{base}.
+    The check functions configobj lacks, for a file in directory C{base}
+    (and a running server's endpoints, see L{check_endpoint_list}).
     """
 
     def bind(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -438,7 +478,8 @@ def custom_checks(base: str) -> dict[str, Callable[..., Any]]:
         "python_object": check_python_object,
         "size": check_size,
         "network_list": check_network_list,
-        "endpoint_list": bind(check_endpoint_list),
+        "endpoint_list": lambda value: check_endpoint_list(value, base=base,
+                                                           in_use=endpoints_in_use),
         "log_destination": bind(check_log_destination),
         "log_format": check_log_format,
         "url_path_or_off": check_url_path_or_off,

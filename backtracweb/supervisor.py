@@ -205,13 +205,19 @@ class Supervisor(DaemonService):
 
     def _start_worker(self, index: int) -> None:
         self._restarts.pop(index, None)
-        sockets = tuple((FIRST_SOCKET_FD + n, listener.description)
-                        for n, listener in enumerate(self.listeners))
-        board_fd = FIRST_SOCKET_FD + len(sockets)
-        start = WorkerStart(index, self._started_config, self.config, sockets, board_fd)
+        board_fd = FIRST_SOCKET_FD + len(self.listeners)
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", board_fd: self.board.fd}
+        sockets = []
+        next_fd = board_fd + 1  # then the files the endpoints read (TLS keys)
         for n, listener in enumerate(self.listeners):
             child_fds[FIRST_SOCKET_FD + n] = listener.fileno()
+            inherited = {}
+            for name, fd in listener.files.items():
+                child_fds[next_fd] = fd
+                inherited[name] = next_fd
+                next_fd += 1
+            sockets.append((FIRST_SOCKET_FD + n, listener.worker_endpoint(inherited)))
+        start = WorkerStart(index, self._started_config, self.config, tuple(sockets), board_fd)
         self.board.set(index, 0)
         worker = WorkerProcess(self, index, self._reactor.seconds())
         environment = {**os.environ, WORKER_ENVIRONMENT: start.encode()}
@@ -325,7 +331,7 @@ class Supervisor(DaemonService):
         self._log.info("received {signal}: reloading {path}", signal=signame,
                       path=self.config.path)
         try:
-            new = load_config(self.config.path)
+            new = load_config(self.config.path, endpoints_in_use=self._started_config.listen)
         except ConfigError as e:
             not_reloaded(self._log, e, self.config)
             return

@@ -15,7 +15,7 @@ import pytest
 from backtracweb.apps import app_loader
 from backtracweb.config import configspec, load_config, summary
 from backtracweb.errors import ConfigError
-from backtracweb.spec import REQUIRED, Setting, integer
+from backtracweb.spec import REQUIRED, Setting, endpoint_files, integer, with_endpoint_files
 
 
 @pytest.fixture
@@ -374,3 +374,30 @@ def test_summary_shows_every_setting_and_marks_defaults(site):
     assert f"  pythonpath = {site / 'proj'}" in text
     assert "  DJANGO_SETTINGS_MODULE = mysite.settings" in text
     assert f"  /s = {site / 'static'}" in text
+
+
+# -- endpoints naming files ---------------------------------------------------------
+
+
+def test_the_files_an_endpoint_reads_and_the_endpoint_reading_others():
+    endpoint = "ssl:443:privateKey=/etc/k\\:1.pem:certKey=/etc/c.pem:interface=127.0.0.1"
+    assert endpoint_files(endpoint) == {"privateKey": "/etc/k:1.pem", "certKey": "/etc/c.pem"}
+    assert endpoint_files("tcp:80:interface=127.0.0.1") == {}
+    assert with_endpoint_files(endpoint, {"privateKey": "/proc/self/fd/6"}) == (
+        "ssl:443:privateKey=/proc/self/fd/6:certKey=/etc/c.pem:interface=127.0.0.1")
+
+
+def test_endpoints_in_use_are_not_parsed_again(site):
+    """
+    On reload, the running server's endpoints are taken as they are: an
+    ssl: endpoint's key may be unreadable once privileges are dropped (here
+    it is missing); a new endpoint is still parsed.
+    """
+    endpoint = f"ssl:8443:privateKey={site}/key.pem"
+    path = write(site, APP + f"[server]\nlisten = {endpoint}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert "is not a usable Twisted endpoint" in str(caught.value)
+    assert load_config(str(path), endpoints_in_use=(endpoint,)).listen == (endpoint,)
+    with pytest.raises(ConfigError):
+        load_config(str(path), endpoints_in_use=("tcp:8080",))

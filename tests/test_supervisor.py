@@ -25,7 +25,14 @@ from twisted.python.failure import Failure
 
 from backtracweb.config import load_config
 from backtracweb.loader import build_service
-from backtracweb.shared import LEAVE_FOR, LoadBoard, SharedSocketService, _SharedTCPPort
+from backtracweb.errors import StartupError
+from backtracweb.shared import (
+    LEAVE_FOR,
+    LoadBoard,
+    SharedSocketService,
+    _SharedTCPPort,
+    copy_endpoint_files,
+)
 from backtracweb.service import BacktracService
 from backtracweb.supervisor import (
     Backoff,
@@ -86,9 +93,10 @@ class ProcessReactor(MemoryReactorClock):
 
 
 class FakeListener(SharedSocketService):
-    def __init__(self, description: str, fd: int) -> None:
+    def __init__(self, description: str, fd: int, files: dict[str, int] | None = None) -> None:
         self.description = description
         self._fd = fd
+        self.files = files or {}
 
     def fileno(self) -> int:
         return self._fd
@@ -151,6 +159,47 @@ def test_workers_inherit_the_sockets_and_get_the_configuration(supervisor):
     start = WorkerStart.decode(env["BACKTRACWEB_WORKER"])
     assert (start.index, start.sockets, start.board) == (2, ((3, "tcp:8123"), (4, "unix:/s")), 5)
     assert start.started == start.current == top.config
+
+
+def test_workers_read_the_tls_files_the_supervisor_read(tmp_path: Path):
+    """
+    An ssl: endpoint's key and certificate, read by the supervisor while
+    privileged, are inherited after the sockets and the load board; the
+    worker's endpoint names them as its own descriptors.
+    """
+    reactor = ProcessReactor()
+    ssl = FakeListener("ssl:8443:privateKey=/etc/k.pem:certKey=/etc/c\\:1.pem", 7,
+                       {"privateKey": 21, "certKey": 22})
+    top = Supervisor(load_config(str(write_site(tmp_path))),
+                     [FakeListener("tcp:8123", 6), ssl], reactor)
+    top.board = LoadBoard.create(2)
+    top._start_worker(1)
+    _, _, env, child_fds = reactor.spawned[0]
+    assert child_fds == {0: "w", 1: "r", 2: "r", 3: 6, 4: 7, 5: top.board.fd, 6: 21, 7: 22}
+    assert WorkerStart.decode(env["BACKTRACWEB_WORKER"]).sockets == (
+        (3, "tcp:8123"),
+        (4, "ssl:8443:privateKey=/proc/self/fd/6:certKey=/proc/self/fd/7"),
+    )
+
+
+def test_the_files_an_endpoint_reads_are_copied_into_memory(tmp_path: Path):
+    """What a shared ssl: socket does while privileged; other endpoints read no file."""
+    key, cert = tmp_path / "k.pem", tmp_path / "c:1.pem"
+    key.write_bytes(b"KEY")
+    cert.write_bytes(b"CERT")
+    escaped = str(cert).replace(":", "\\:")  # as Twisted's endpoint syntax wants it
+    copies = copy_endpoint_files(f"ssl:0:privateKey={key}:certKey={escaped}")
+    try:
+        assert {name: os.pread(fd, 10, 0) for name, fd in copies.items()} == {
+            "privateKey": b"KEY", "certKey": b"CERT"}
+    finally:
+        for fd in copies.values():
+            os.close(fd)
+    assert copy_endpoint_files(f"unix:{tmp_path}/s") == {}
+    with pytest.raises(StartupError) as raised:
+        copy_endpoint_files(f"ssl:0:privateKey={tmp_path}/gone.pem")
+    assert str(raised.value) == (f"ssl:0:privateKey={tmp_path}/gone.pem: cannot read "
+                                 f"privateKey {tmp_path}/gone.pem: No such file or directory")
 
 
 def test_worker_ports_accept_one_connection_per_wakeup():

@@ -9,6 +9,7 @@ socket handed over the way systemd does it is adopted through
 from __future__ import annotations
 
 import grp
+import http.client
 import json
 import os
 import pwd
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, Daemon, refused, twistd_command, wait_until
-from test_listen import APP
+from test_listen import APP, fetch, self_signed_certificate, tls_context
 
 ENDPOINT = "systemd:domain=INET:index=0"
 
@@ -279,6 +280,42 @@ def test_privileged_port_then_runs_as_nobody(nobody_daemon):
     log = daemon.log()
     assert "No permission to delete pid file" not in log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_tls_key_only_root_may_read_serves_and_reloads_as_nobody(nobody_daemon, workers):
+    """
+    An ssl: endpoint whose key and certificate only root may read, with
+    twistd --uid nobody: they are read before the drop (with workers, by
+    the supervisor, for its workers), HTTPS is served, and SIGHUP reloads
+    (the endpoint in use is not parsed again, as nobody, for nothing).
+    """
+    daemon, uid, gid = nobody_daemon
+    tls = daemon.workdir / "tls"
+    tls.mkdir(mode=0o700)
+    key, cert = self_signed_certificate(tls)
+    for path in (key, cert):
+        path.chmod(0o600)
+    assert unreadable_as(uid, gid, [str(key), str(cert)]) == [str(key), str(cert)]
+    config = daemon.config.read_text().replace(
+        f"port = {daemon.port}\ninterface = 127.0.0.1\n",
+        f"listen = ssl:{daemon.port}:privateKey={key}:certKey={cert}:interface=127.0.0.1\n"
+        f"workers = {workers}\n")
+    daemon.config.write_text(config)
+    daemon.start("--uid", str(uid), "--gid", str(gid))
+
+    def hello() -> tuple[int, bytes]:
+        response, body = fetch(http.client.HTTPSConnection(
+            "127.0.0.1", daemon.port, timeout=10, context=tls_context(cert)), "/hello")
+        return response.status, body
+
+    assert hello() == (200, b"testapp /hello")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("reload: done") == workers, 20, "the reload")
+    assert hello() == (200, b"testapp /hello")
+    daemon.stop()
+    log = daemon.log()
+    assert "not reloaded" not in log and "Traceback" not in log, log
 
 
 def test_sigusr1_after_dropping_privileges_keeps_logging(nobody_daemon):

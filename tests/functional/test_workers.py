@@ -158,6 +158,7 @@ def test_sigterm_drains_every_worker(workers_daemon: Daemon, tmp_path: Path):
     for pid in workers:
         assert not process_exists(pid)
     assert refused(workers_daemon.port)
+    assert "Traceback" not in workers_daemon.log(), workers_daemon.log()
 
 
 def test_sighup_reaches_every_worker(workers_daemon: Daemon, site_dir: Path):
