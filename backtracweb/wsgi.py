@@ -361,8 +361,8 @@ class _Response:
                 request.registerProducer(self, True)
             elif (request.method != b"HEAD" and request.code not in NO_BODY_CODES
                   and not request.responseHeaders.hasHeader(b"content-length")):
-                # The whole body is here: its length saves the client (and
-                # Twisted) the chunked encoding, as other servers do.
+                # The whole body is here: its length spares the client the
+                # chunked encoding (waitress does the same).
                 request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(data)])
         if data:
             request.write(data)

@@ -579,8 +579,8 @@ class TestCompleteResponses:
     def test_complete_body_gets_its_length(self, method, status, version, length):
         """
         A complete response without Content-Length gets the length of its
-        body, so it is not chunked (and an HTTP/1.0 client may keep the
-        connection); not for HEAD, 204 and 304, which send no body.
+        body, so it is not chunked; not for HEAD, 204 and 304, which send
+        no body.
         """
         _, reactor, site = serve(answering([b"hello, ", b"world!"], status=status))
         client = Connection(site)
