@@ -595,8 +595,7 @@ def cpus() -> tuple[list[str], list[str], list[str], str]:
     # Children inherit the harness's affinity: the unpinned ones get every CPU back.
     every = ["taskset", "-c", ",".join(map(str, available))]
     return (["taskset", "-c", str(server_cpu)], ["taskset", "-c", str(wrk_cpu)], every,
-            f"server on CPU {server_cpu}, wrk (and the harness) on CPU {wrk_cpu}, except for "
-            "the servers marked not pinned, which share every CPU with wrk")
+            f"server on CPU {server_cpu}, wrk (and the harness) on CPU {wrk_cpu}")
 
 
 def machine() -> dict[str, str]:
@@ -696,7 +695,8 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
     w("")
     w(f"{args.rounds} round(s) of {args.duration} s per test (after a {args.warmup} s warm-up), "
       f"servers interleaved in each round; medians over the rounds. "
-      f"Took {elapsed / 60:.1f} minutes. {pin_text}.")
+      f"Took {elapsed / 60:.1f} minutes. {pin_text}, except for the servers marked not "
+      "pinned, which share every CPU with wrk.")
     w("")
     w("Columns: req/s is the median over the rounds (range: lowest to highest round); p50 and p99 "
       "are wrk's latency percentiles (median over the rounds); errors are wrk's socket errors "

@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     make_static_files()
-    server_pin, wrk_pin, pin_text = cpus()
+    server_pin, wrk_pin, _, pin_text = cpus()
     info = machine()
     server = SERVER_BY_NAME["backtracweb"]
     endpoint = ENDPOINT_BY_NAME[args.endpoint]
