@@ -4,8 +4,13 @@ One HTTP connection: Twisted's L{HTTPChannel}, with backtracweb's limits.
 
 from __future__ import annotations
 
+import time
+
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
+
+from backtracweb.accesslog import Entry
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
 
@@ -25,7 +30,8 @@ class BacktracChannel(HTTPChannel):
     """
 
     _log = Logger()
-    _refused = False
+    refused = False
+    """Whether a request was refused on this connection (which then closes)."""
     _head_since: float | None = None
     """When the wait for a request head began; None while a request is handled."""
     _head_timer = None
@@ -74,6 +80,18 @@ class BacktracChannel(HTTPChannel):
         # Twisted would just close the connection.
         self.refuse(400, "a header line is over [limits] max_header_bytes")
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's one way out for every request it cannot parse (a private
+        # method, but the hook it offers): answer it like the other
+        # refusals, said in twistd's log and written in the access log.
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            why = "its head is over [limits] max_header_bytes"
+        elif self._receivedHeaderCount > self.maxHeaders:
+            why = "it has more headers than [limits] max_headers"
+        else:
+            why = "it is malformed (request line, a header, or the chunked body)"
+        self.refuse(400, why)
+
     def allHeadersReceived(self) -> None:
         self._cancel_head_deadline()
         limit = self.site.settings.max_body
@@ -83,15 +101,15 @@ class BacktracChannel(HTTPChannel):
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
-        if not self._refused:
+        if not self.refused:
             super().rawDataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
-        if not self._refused:
+        if not self.refused:
             super().lineReceived(line)
 
     def allContentReceived(self) -> None:
-        if not self._refused:
+        if not self.refused:
             super().allContentReceived()
 
     def checkPersistence(self, request, version: bytes) -> bool:
@@ -106,13 +124,16 @@ class BacktracChannel(HTTPChannel):
         # head at once, which must cancel this deadline.
         if self.persistent and not self.site.draining:
             self._start_head_deadline()
+        # Twisted keeps the last request line until the next one parses: a
+        # refusal before that must not log the previous request's.
+        self._command = self._path = self._version = None
         super().requestDone(request)
 
     def refuse(self, code: int, why: str) -> None:
         """Answer C{code} to the request being received, then close."""
-        if self._refused:
+        if self.refused:
             return
-        self._refused = True
+        self.refused = True
         peer = self.transport.getPeer()
         self._log.info("refused a request from {peer}: {why} ({code})",
                        peer=getattr(peer, "host", peer), why=why, code=code)
@@ -121,7 +142,42 @@ class BacktracChannel(HTTPChannel):
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
         )
+        self.site.log_refused(self, code, len(body))
         self.transport.loseConnection()
+
+    def refused_entry(self, code: int, sent: int) -> Entry:
+        """
+        The access-log entry for the request refused with C{code}: as much
+        of it as had arrived (C{-} for the rest), from the client as
+        connected (forwarding headers are not read for a refused request).
+        """
+        request = self.requests[-1] if self.requests else None
+        headers = request.requestHeaders if request is not None else Headers()
+        first = headers.getRawHeaders
+
+        def header(name: bytes) -> bytes | None:
+            values = first(name)
+            return values[0] if values else None
+
+        # The request line, if it was parsed (Twisted keeps it there).
+        method, path, protocol = (getattr(self, "_command", None) or b"-",
+                                  getattr(self, "_path", None) or b"-",
+                                  getattr(self, "_version", None) or b"-")
+        started = getattr(request, "started_at", None) or time.time()
+        peer = self.transport.getPeer()
+        return Entry(
+            client=getattr(peer, "host", None) or "-",
+            started=started,
+            duration=max(time.time() - started, 0.0),
+            method=method,
+            path=path,
+            protocol=protocol,
+            host=header(b"host"),
+            status=code,
+            sent=sent,
+            referrer=header(b"referer"),
+            user_agent=header(b"user-agent"),
+        )
 
     def connectionLost(self, reason) -> None:
         self._head_since = None

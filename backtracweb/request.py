@@ -162,7 +162,8 @@ class BacktracRequest(server.Request):
         self.setHost(name, int(port) if port else (443 if secure else 80), ssl=secure)
 
     def connectionLost(self, reason) -> None:
-        unfinished = self.received and not self.finished
+        # A request the channel refused has been logged as such.
+        unfinished = self.received and not self.finished and not self.channel.refused
         site = self.channel.site  # the parent class forgets the channel
         super().connectionLost(reason)
         if self.connection_lost is not None:

@@ -133,6 +133,13 @@ class BacktracSite(Site):
         if access_log.enabled:
             access_log.write(request.entry())
 
+    def log_refused(self, channel: BacktracChannel, code: int, sent: int) -> None:
+        """Count a request the channel refused as it arrived, and write its line."""
+        self.stats.count(code, sent)
+        access_log = self.settings.access_log
+        if access_log.enabled:
+            access_log.write(channel.refused_entry(code, sent))
+
     # -- stopping -------------------------------------------------------------
 
     def drain(self, timeout: float) -> Deferred[None]:

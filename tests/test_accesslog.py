@@ -548,28 +548,52 @@ class TestSiteLines:
         assert path.read_text() == "GET /slow 499 -\n"
         assert (site.stats.requests, site.stats.by_class["4xx"]) == (1, 1)
 
-    @pytest.mark.parametrize(
-        "data",
-        [
-            b"GET /half HTTP/1.1\r\nHost: x\r\n",
-            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
-        ],
-        ids=["head-incomplete", "refused-413"],
-    )
-    def test_unreceived_request_not_logged_as_abandoned(self, tmp_path, fake_time, data):
-        """
-        A connection lost before its request was received in full (still
-        sending the head, or refused) is not logged as an abandoned request.
-        """
+    def test_incomplete_head_not_logged(self, tmp_path, fake_time):
+        """A connection lost while its request head was arriving logs nothing."""
         path = tmp_path / "access.log"
         site, _ = site_with_log(path, "{method} {path} {status}")
-        site.settings = replace(site.settings, max_body=100)
         channel, _ = connect(site)
-        channel.dataReceived(data)
+        channel.dataReceived(b"GET /half HTTP/1.1\r\nHost: x\r\n")
         channel.connectionLost(Failure(ConnectionDone()))
         site.settings.access_log.close()
-        assert b"(no method yet)" not in path.read_bytes()
+        assert path.read_text() == ""
         assert site.stats.requests == 0
+
+    @pytest.mark.parametrize("data, line", [
+        (b"POST /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: up/1\r\nContent-Length: 5000\r\n\r\n",
+         "POST /upload HTTP/1.1 413 18 x up/1"),
+        (b"GET /a HTTP/1.1\r\nHost: x\r\nBad header line\r\n\r\n", "GET /a HTTP/1.1 400 12 x -"),
+        (b"GET /a /b HTTP/1.1\r\nHost: x\r\n\r\n", "- - - 400 12 - -"),
+        (b"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+         "GET /a HTTP/1.1 400 12 x -"),
+    ], ids=["413", "bad-header", "bad-request-line", "bad-chunk"])
+    def test_refused_request_logged_once(self, tmp_path, fake_time, data, line):
+        """
+        A request refused as it arrived is logged once, with what of it had
+        arrived, the status and the bytes of the refusal's body, and counted.
+        """
+        path = tmp_path / "access.log"
+        site, _ = site_with_log(path, "{method} {path} {protocol} {status} {bytes} {host} "
+                                      "{user_agent}")
+        site.settings = replace(site.settings, max_body=100)
+        channel, _ = connect(site)
+        with capturedLogs():
+            channel.dataReceived(data)
+        channel.connectionLost(Failure(ConnectionDone()))
+        site.settings.access_log.close()
+        assert path.read_text() == line + "\n"
+        assert (site.stats.requests, site.stats.by_class["4xx"]) == (1, 1)
+
+    def test_refusal_after_a_request_logs_not_the_previous_request_line(self, tmp_path, fake_time):
+        """On a kept-alive connection, a malformed second request is not logged as the first."""
+        path = tmp_path / "access.log"
+        site, _ = site_with_log(path, "{method} {path} {status}")
+        channel, _ = connect(site)
+        with capturedLogs():
+            channel.dataReceived(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            channel.dataReceived(b"GARBAGE\r\n\r\n")
+        site.settings.access_log.close()
+        assert path.read_text() == "GET /first 201\n- - 400\n"
 
     def test_site_writes_to_current_settings(self, tmp_path, fake_time):
         """

@@ -36,7 +36,10 @@ REFUSED_408 = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
     b"Connection: close\r\n\r\nRequest Timeout\n"
 )
-BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+    b"Connection: close\r\n\r\nBad Request\n"
+)
 PEER = IPv4Address("TCP", "198.51.100.4", 40000)
 
 
@@ -228,12 +231,19 @@ class TestHeaderLimits:
         assert len(c.root.calls) == 1
 
     def test_header_bytes_over_limit(self):
-        """One byte more gets 400 and a closed connection; nothing is processed."""
+        """
+        One byte more gets 400 and a closed connection, with the reason in
+        twistd's log; nothing is processed.
+        """
         c = Connection()
-        c.send(padded(MAX_HEADER_BYTES + 1))
+        with capturedLogs() as events:
+            c.send(padded(MAX_HEADER_BYTES + 1))
         assert c.output == BAD_REQUEST
         assert c.transport.disconnecting
         assert c.root.calls == []
+        assert [formatEvent(e) for e in events] == [
+            "refused a request from 198.51.100.4: its head is over [limits] max_header_bytes (400)"
+        ]
 
     def test_header_bytes_over_limit_across_packets(self):
         """The header bytes are counted across packets."""
@@ -254,12 +264,29 @@ class TestHeaderLimits:
         assert c.responses() == [b"HTTP/1.1 200 OK"]
 
     def test_header_count_over_limit(self):
-        """One header line more gets 400 and a closed connection."""
+        """One header line more gets 400 and a closed connection, with the reason logged."""
         c = Connection()
-        c.send(head(b"GET", b"/", *(b"X-%d: v" % n for n in range(MAX_HEADERS))))
+        with capturedLogs() as events:
+            c.send(head(b"GET", b"/", *(b"X-%d: v" % n for n in range(MAX_HEADERS))))
         assert c.output == BAD_REQUEST
         assert c.transport.disconnecting
         assert c.root.calls == []
+        assert [formatEvent(e) for e in events] == [
+            "refused a request from 198.51.100.4: it has more headers than [limits] max_headers "
+            "(400)"
+        ]
+
+    def test_malformed_head(self):
+        """A head Twisted cannot parse gets the same 400, with the reason logged."""
+        c = Connection()
+        with capturedLogs() as events:
+            c.send(b"GET / HTTP/1.1\r\nHost: example.com\r\nno colon here\r\n\r\n")
+        assert c.output == BAD_REQUEST
+        assert c.transport.disconnecting
+        assert [formatEvent(e) for e in events] == [
+            "refused a request from 198.51.100.4: it is malformed (request line, a header, or "
+            "the chunked body) (400)"
+        ]
 
     def test_limits_from_settings(self):
         """Each connection takes the limits of the site's settings when it is made."""
