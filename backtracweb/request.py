@@ -22,6 +22,11 @@ _BAD_TARGET = b"Bad request target: expected a path beginning with /.\n"
 _FORWARDING = ("forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
 UNIX_PEER = "unix"
 """How a unix-socket peer is named in C{[proxy] trusted}."""
+SERVER = b"backtracweb"
+"""
+The Server header: the product without a version, which would only tell
+a scanner which exploits to try (nginx's server_tokens off, waitress).
+"""
 ABORTED = 499
 """Status logged for a request whose client went away first (as nginx does)."""
 
@@ -116,12 +121,13 @@ class BacktracRequest(server.Request):
             # PEP 3333 wants a SERVER_NAME even without a Host header.
             self._set_host(self.getHeader(b"host") or b"localhost", self.isSecure())
         self._apply_forwarding(peer)
-        # Twisted's Request.process but for two things: the Date header is
-        # formatted once a second, not for every request, and there is no
-        # content-encoding hook (no resource of backtracweb's has one).
+        # Twisted's Request.process but for three things: the Date header is
+        # formatted once a second, not for every request, the Server header
+        # has no version, and there is no content-encoding hook (no
+        # resource of backtracweb's has one).
         self.site = site = self.channel.site
         headers = self.responseHeaders
-        headers.setRawHeaders(b"server", [server.version])
+        headers.setRawHeaders(b"server", [SERVER])
         headers.setRawHeaders(b"date", [_http_date()])
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
