@@ -67,7 +67,7 @@ class BacktracRequest(server.Request):
     _body_bytes = 0
     received = False
     """Whether the whole request has arrived (Twisted's placeholders say nothing)."""
-    connection_lost: Callable[[], None] | None = None
+    on_connection_lost: Callable[[], None] | None = None
     """
     Called if the connection is lost before the response is finished: a
     lighter way than L{notifyFinish} for the WSGI container, which would
@@ -172,8 +172,8 @@ class BacktracRequest(server.Request):
         unfinished = self.received and not self.finished and not self.channel.refused
         site = self.channel.site  # the parent class forgets the channel
         super().connectionLost(reason)
-        if self.connection_lost is not None:
-            self.connection_lost()
+        if self.on_connection_lost is not None:
+            self.on_connection_lost()
         if unfinished:
             # A client may close as soon as it has every byte it was promised,
             # before the application's thread has finished the request.

@@ -207,7 +207,7 @@ class _Response:
         # need them (two locks and a condition each, per request).
         self._writable: threading.Event | None = None
         self._slots: threading.BoundedSemaphore | None = None
-        request.connection_lost = self._cut
+        request.on_connection_lost = self._cut
 
     def _cut(self) -> None:
         """No more of the response is wanted: the client left, or it failed."""
