@@ -113,16 +113,17 @@ def copy_endpoint_files(description: str) -> dict[str, int]:
 class InheritedSocketService(Service):
     """
     In a worker process: accepts on a listening socket inherited from the
-    supervisor as file descriptor C{fd}, bound to C{description}.
+    supervisor as file descriptor C{fd}, bound to C{description}, taking
+    turns with the other workers through its C{seat} on the load board.
     """
 
     def __init__(self, fd: int, description: str, site: BacktracSite, reactor,
-                 may_accept: Callable[[], bool] | None = None) -> None:
+                 seat: Seat | None = None) -> None:
         self.fd = fd
         self.description = description
         self._site = site
         self._reactor = reactor
-        self._may_accept = may_accept
+        self._seat = seat
         self._port = None
 
     def privilegedStartService(self) -> None:
@@ -140,7 +141,7 @@ class InheritedSocketService(Service):
             for path in endpoint_files(self.description).values():
                 if path.startswith(_OWN_FD):  # read: the copy is not needed any more
                     os.close(int(path[len(_OWN_FD):]))
-        self._port = _adopt(self._reactor, self.fd, family, factory, self._may_accept)
+        self._port = _adopt(self._reactor, self.fd, family, factory, self._seat)
         os.close(self.fd)  # the port holds a duplicate
 
     def startService(self) -> None:
@@ -188,10 +189,35 @@ class LoadBoard:
         """Worker C{index} is gone: nobody should leave a connection to it."""
         self.counts[index - 1] = 2**62
 
-    def least_loaded(self, index: int) -> bool:
-        """Whether no other worker has fewer connections than worker C{index}."""
-        mine = self.counts[index - 1]
-        return all(mine <= count for count in self.counts)
+    def seat(self, index: int) -> Seat:
+        """Worker C{index}'s place on the board, from which it takes its turns."""
+        return Seat(self, index)
+
+
+class Seat:
+    """One worker's place on the L{LoadBoard}: its count, and its turn to accept."""
+
+    def __init__(self, board: LoadBoard, index: int) -> None:
+        self._board, self._index = board, index
+        self._watchers: list[Callable[[], None]] = []
+
+    def may_accept(self) -> bool:
+        """Whether no other worker has fewer connections than this one."""
+        counts = self._board.counts
+        mine = counts[self._index - 1]
+        return all(mine <= count for count in counts)
+
+    def set(self, count: int) -> None:
+        """This worker has C{count} connections now; tell who asked to know."""
+        self._board.set(self._index, count)
+        if self._watchers:
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                watcher()
+
+    def on_next_change(self, watcher: Callable[[], None]) -> None:
+        """Call C{watcher} the next time this worker's count changes."""
+        self._watchers.append(watcher)
 
 
 LEAVE_FOR = 0.002
@@ -201,25 +227,44 @@ LEAVE_FOR = 0.002
 class _TakeTurnsAccepting:
     """
     A listening port shared by workers: it accepts one connection each
-    time the reactor finds it readable, and none while C{may_accept} says
-    a less loaded worker should (for L{LEAVE_FOR} seconds; then it takes
-    the connection if it is still waiting).
+    time the reactor finds it readable, and none while its C{seat} says a
+    less loaded worker should: for L{LEAVE_FOR} seconds at most, then it
+    takes the connection if it is still waiting; sooner if this worker's
+    own connections close and it is the least loaded again.
 
     Twisted's ports accept as many pending connections as they can (up to
     100 and growing), which suits one process and starves the others here.
+    The early return matters when connections are short (a proxy without
+    keep-alive): the counts keep moving, and a worker sitting out a fixed
+    time while the other does the same would leave new connections to
+    nobody.
     """
 
     numberAccepts = property(lambda self: 1, lambda self, value: None)
-    may_accept: Callable[[], bool] | None = None
+    seat: Seat | None = None
+    _leaving = None  # the call that ends the wait, while leaving connections to others
 
     def doRead(self) -> None:
-        if self.may_accept is not None and not self.may_accept():
+        if self.seat is not None and not self.seat.may_accept():
             self.stopReading()
-            self.reactor.callLater(LEAVE_FOR, self._look_again)
+            self._leaving = self.reactor.callLater(LEAVE_FOR, self._look_again)
+            self.seat.on_next_change(self._count_changed)
             return
         super().doRead()
 
+    def _count_changed(self) -> None:
+        if self._leaving is None:
+            return
+        if not self.seat.may_accept():
+            self.seat.on_next_change(self._count_changed)
+            return
+        self._leaving.cancel()
+        self._leaving = None
+        if self.connected and not self.disconnecting:
+            self.startReading()  # the reactor says when a connection waits
+
     def _look_again(self) -> None:
+        self._leaving = None
         if self.connected and not self.disconnecting:
             self.startReading()
             super().doRead()  # the connection left for another, if still there
@@ -233,13 +278,12 @@ class _SharedUNIXPort(_TakeTurnsAccepting, unix.Port):
     pass
 
 
-def _adopt(reactor, fd: int, family: int, factory,
-           may_accept: Callable[[], bool] | None = None) -> tcp.Port:
+def _adopt(reactor, fd: int, family: int, factory, seat: Seat | None = None) -> tcp.Port:
     """C{reactor.adoptStreamPort}, with ports that take turns accepting."""
     if family == socket.AF_UNIX:
         port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     else:
         port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
-    port.may_accept = may_accept
+    port.seat = seat
     port.startListening()
     return port

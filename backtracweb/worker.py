@@ -82,12 +82,11 @@ def main() -> int:
     if start.started["server"]["cpu_affinity"] == "auto":
         _log.info("worker {index} runs on CPU {cpu}", index=start.index,
                   cpu=pin_worker(start.index))
-    board = LoadBoard(start.board, start.started["server"]["workers"])
+    seat = LoadBoard(start.board, start.started["server"]["workers"]).seat(start.index)
 
     def listeners(site):
-        site.connections_changed = lambda count: board.set(start.index, count)
-        return [InheritedSocketService(fd, description, site, reactor,
-                                       lambda: board.least_loaded(start.index))
+        site.connections_changed = seat.set
+        return [InheritedSocketService(fd, description, site, reactor, seat)
                 for fd, description in start.sockets]
 
     try:

@@ -62,6 +62,12 @@ class Endpoint:
     connections: int
     size: int | None = None  # expected body size, checked before measuring
     reference: str = "backtracweb"  # the server the others are compared with
+    close: bool = False  # a new connection for every request (wrk sends Connection: close)
+
+    @property
+    def load(self) -> tuple[int, bool]:
+        """What wrk does: two endpoints with one path and one load are measured once."""
+        return self.connections, self.close
 
 
 ENDPOINTS = [
@@ -77,6 +83,9 @@ ENDPOINTS = [
              FILES["file-1m.bin"]),
     Endpoint("tiny-2cpu", "GET /tiny using both CPUs: servers and wrk not pinned, 20 clients", 20,
              reference="backtracweb-2w"),
+    Endpoint("tiny-2cpu-close", "the same with a new connection for every request "
+             "(Connection: close), as from a proxy without keep-alive", 20,
+             reference="backtracweb-2w", close=True),
 ]
 ENDPOINT_BY_NAME = {e.name: e for e in ENDPOINTS}
 
@@ -172,6 +181,7 @@ def _app(extra: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> dic
 _STATIC_PATHS = {"static-10k": "/static/file-10k.bin", "static-1m": "/static/file-1m.bin"}
 _ROOT_PATHS = {"static-10k": "/file-10k.bin", "static-1m": "/file-1m.bin"}
 _WHITENOISE_AS_STATIC = {"static-10k": "/whitenoise/file-10k.bin", "static-1m": "/whitenoise/file-1m.bin"}
+_TWO_CPUS = {"tiny-2cpu": "/tiny", "tiny-2cpu-close": "/tiny"}
 
 SERVERS = [
     Server("backtracweb", f"twistd backtracweb, daemonized; [threadpool] min = max = {THREADS}, "
@@ -201,11 +211,11 @@ SERVERS = [
     Server("waitress", f"waitress-serve --threads={THREADS}", _app(), daemon=False),
     # Both CPUs: [server] workers = 2 against one worker and gunicorn's two.
     Server("backtracweb-2w", f"twistd backtracweb with [server] workers = 2, each with "
-           f"{THREADS} threads, not pinned", {"tiny-2cpu": "/tiny"}, daemon=True, pinned=False),
+           f"{THREADS} threads, not pinned", _TWO_CPUS, daemon=True, pinned=False),
     Server("backtracweb-1w", "twistd backtracweb as above (one process), not pinned",
-           {"tiny-2cpu": "/tiny"}, daemon=True, pinned=False),
+           _TWO_CPUS, daemon=True, pinned=False),
     Server("gunicorn-gthread-2w", f"gunicorn, 2 gthread workers with {THREADS} threads each, "
-           "not pinned", {"tiny-2cpu": "/tiny"}, daemon=False, pinned=False),
+           "not pinned", _TWO_CPUS, daemon=False, pinned=False),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
 
@@ -435,8 +445,11 @@ def parse_wrk(output: str) -> dict:
     return result
 
 
-def wrk_command(pin: list[str], connections: int, seconds: int, url: str) -> list[str]:
-    return [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s", url]
+def wrk_command(pin: list[str], connections: int, seconds: int, url: str,
+                close: bool = False) -> list[str]:
+    header = ["-H", "Connection: close"] if close else []
+    return [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s",
+            *header, url]
 
 
 def busy_ticks() -> int:
@@ -472,7 +485,7 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
     """
     url = f"http://127.0.0.1:{running.port}{path}"
     if args.warmup > 0:
-        subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.warmup, url),
+        subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.warmup, url, endpoint.close),
                        capture_output=True, text=True, check=True)
         time.sleep(settle(endpoint))
     sampler = RssSampler(running.pid)
@@ -482,7 +495,8 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
     sampler.start()
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wrk = subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.duration, url),
+        wrk = subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.duration, url,
+                                         endpoint.close),
                              capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, now reaped
     finally:
@@ -726,7 +740,8 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         w("")
         w(f"## {endpoint.name}: {endpoint.title}")
         w("")
-        w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency`")
+        close = ' -H "Connection: close"' if endpoint.close else ""
+        w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency{close}`")
         w("")
         w("| server | req/s | range | p50 | p99 | CPU/req | errors | non-2xx | peak RSS | others' CPU "
           f"| {endpoint.reference} / this |")
@@ -872,8 +887,8 @@ def main(argv: list[str]) -> int:
         tests, seen = [], set()
         for endpoint in ENDPOINTS:
             path = server.paths.get(endpoint.name)
-            if endpoint.name in args.endpoint_names and path and (path, endpoint.connections) not in seen:
-                seen.add((path, endpoint.connections))
+            if endpoint.name in args.endpoint_names and path and (path, endpoint.load) not in seen:
+                seen.add((path, endpoint.load))
                 tests.append((path, endpoint))
         if tests:
             plan.append((server, tests))
@@ -928,7 +943,7 @@ def main(argv: list[str]) -> int:
                             failures.append(f"round {round_no}: {server.name} {endpoint.name}: {e}")
                             print(f"  {server.name} {endpoint.name}: FAILED: {e}", file=sys.stderr)
                             continue
-                        samples.setdefault((server.name, path, endpoint.connections), []).append(sample)
+                        samples.setdefault((server.name, path, endpoint.load), []).append(sample)
                         print(f"  {server.name:20} {endpoint.name:15} {sample.rps:10,.0f} req/s  "
                               f"p99 {fmt_ms(sample.p99_ms):>9}  CPU/req {fmt_us(sample.cpu_us):>8}  "
                               f"errors {sample.socket_errors}  "
@@ -952,7 +967,7 @@ def main(argv: list[str]) -> int:
             continue
         for name in args.servers:
             path = SERVER_BY_NAME[name].paths.get(endpoint.name)
-            got = samples.get((name, path, endpoint.connections))
+            got = samples.get((name, path, endpoint.load))
             if got:
                 results.setdefault(endpoint.name, {})[name] = summarize(got)
     text = report(results, ceilings, ceiling_noise, retrier, args, info, commands, pin_text,

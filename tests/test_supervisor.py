@@ -214,10 +214,39 @@ def test_the_load_board_is_shared_through_its_descriptor():
     seen = LoadBoard(os.dup(board.fd), 3)  # as a worker maps the inherited descriptor
     board.set(1, 4)
     board.set(2, 2)
-    seen.set(3, 2)
-    assert (seen.least_loaded(1), seen.least_loaded(2), board.least_loaded(3)) == (False, True, True)
+    seen.seat(3).set(2)
+    assert [seen.seat(n).may_accept() for n in (1, 2)] + [board.seat(3).may_accept()] == [
+        False, True, True]
     board.retire(2)
-    assert board.least_loaded(3) and not board.least_loaded(2)
+    assert board.seat(3).may_accept() and not board.seat(2).may_accept()
+
+
+def test_a_seat_tells_once_of_the_next_change_of_its_count():
+    board = LoadBoard.create(2)
+    seat, told = board.seat(2), []
+    seat.on_next_change(lambda: told.append(board.counts[1]))
+    seat.set(3)
+    seat.set(4)
+    assert told == [3]
+
+
+class TurnSeat:
+    """A seat on the load board whose turn the test decides."""
+
+    def __init__(self) -> None:
+        self.turn = False
+        self.watchers: list = []
+
+    def may_accept(self) -> bool:
+        return self.turn
+
+    def on_next_change(self, watcher) -> None:
+        self.watchers.append(watcher)
+
+    def changed(self) -> None:
+        watchers, self.watchers = self.watchers, []
+        for watcher in watchers:
+            watcher()
 
 
 class CountingPort(_SharedTCPPort):
@@ -225,9 +254,9 @@ class CountingPort(_SharedTCPPort):
 
     accepts = 0
 
-    def __init__(self, reactor, may_accept) -> None:
+    def __init__(self, reactor, seat) -> None:
         super().__init__(0, ServerFactory(), reactor=reactor)
-        self.may_accept = may_accept
+        self.seat = seat
         self.connected, self.disconnecting = True, False
 
     def startReading(self) -> None:
@@ -244,17 +273,37 @@ def test_a_busier_worker_leaves_a_new_connection_to_another_for_a_moment():
     after all (if it is still waiting: nobody else took it).
     """
     reactor = MemoryReactorClock()
-    turn = [False]
-    port = CountingPort(reactor, lambda: turn[0])
+    seat = TurnSeat()
+    port = CountingPort(reactor, seat)
     taken = []
     with patch.object(tcp.Port, "doRead", lambda self: taken.append(reactor.seconds())):
         port.doRead()
         assert taken == [] and port.reading is False
+        seat.changed()  # one of its connections closed: still not its turn
+        assert port.reading is False and len(reactor.getDelayedCalls()) == 1
         reactor.advance(LEAVE_FOR)
         assert taken == [LEAVE_FOR] and port.reading is True
-        turn[0] = True
+        seat.turn = True
         port.doRead()
         assert taken == [LEAVE_FOR, LEAVE_FOR]
+
+
+def test_a_worker_whose_connections_close_watches_the_socket_again_at_once():
+    """
+    Leaving connections to another, a worker whose own connections close
+    (short ones, from a proxy without keep-alive) is the least loaded again
+    before LEAVE_FOR has passed: it watches the socket again at once.
+    """
+    reactor = MemoryReactorClock()
+    seat = TurnSeat()
+    port = CountingPort(reactor, seat)
+    with patch.object(tcp.Port, "doRead", lambda self: None):
+        port.doRead()
+        assert port.reading is False
+        seat.turn = True
+        seat.changed()
+        assert port.reading is True
+        assert reactor.getDelayedCalls() == []  # the wait was called off
 
 
 # -- relaying the workers' logs ---------------------------------------------------------
