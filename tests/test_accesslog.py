@@ -534,30 +534,24 @@ class TestSiteLines:
         site.settings.access_log.close()
         assert path.read_text() == "GET /slow 200 1500.0\n"
 
-    def test_abandoned_request_logged_499(self, tmp_path, fake_time):
+    @pytest.mark.parametrize("data, lines, counted", [
+        (b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", "GET /slow 499 -\n", (1, 1)),
+        (b"GET /half HTTP/1.1\r\nHost: x\r\n", "", (0, 0)),
+    ], ids=["abandoned", "head-incomplete"])
+    def test_connection_lost_before_the_response(self, tmp_path, fake_time, data, lines, counted):
         """
         A request whose client went away before the response is logged
-        once, with status 499 and no body bytes, and counted as a 4xx.
+        once, with status 499 and no body bytes, and counted as a 4xx; a
+        connection lost while its request head was arriving logs nothing.
         """
         path = tmp_path / "access.log"
-        site, root = site_with_log(path, "{method} {path} {status} {bytes}")
+        site, _ = site_with_log(path, "{method} {path} {status} {bytes}")
         channel, _ = connect(site)
-        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        channel.dataReceived(data)
         channel.connectionLost(Failure(ConnectionDone()))
         site.settings.access_log.close()
-        assert path.read_text() == "GET /slow 499 -\n"
-        assert (site.stats.requests, site.stats.by_class["4xx"]) == (1, 1)
-
-    def test_incomplete_head_not_logged(self, tmp_path, fake_time):
-        """A connection lost while its request head was arriving logs nothing."""
-        path = tmp_path / "access.log"
-        site, _ = site_with_log(path, "{method} {path} {status}")
-        channel, _ = connect(site)
-        channel.dataReceived(b"GET /half HTTP/1.1\r\nHost: x\r\n")
-        channel.connectionLost(Failure(ConnectionDone()))
-        site.settings.access_log.close()
-        assert path.read_text() == ""
-        assert site.stats.requests == 0
+        assert path.read_text() == lines
+        assert (site.stats.requests, site.stats.by_class["4xx"]) == counted
 
     @pytest.mark.parametrize("data, line", [
         (b"POST /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: up/1\r\nContent-Length: 5000\r\n\r\n",
