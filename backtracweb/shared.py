@@ -153,10 +153,15 @@ class InheritedSocketService(Service):
         super().stopService()
         if self._port is None:
             return None
-        # Take what is queued before letting go (see ListeningService); the
-        # socket is not shut down, which would stop the other workers too.
+        # Take what is queued before letting go (see ListeningService).  The
+        # socket is not shut down, which would stop the other workers too,
+        # but closed now rather than when Twisted gets to it a reactor turn
+        # later: if this worker is the last to hold it, a connection queued
+        # in between would be reset.
         accept_pending(self._port)
-        return self._port.stopListening()
+        stopped = self._port.stopListening()
+        self._port.socket.close()
+        return stopped
 
 
 class LoadBoard:

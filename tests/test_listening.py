@@ -7,6 +7,7 @@ records what would be watched, and nothing runs it.
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -16,6 +17,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 
 from backtracweb.server import ListeningService, accept_pending
+from backtracweb.shared import InheritedSocketService
 
 
 class Recording(ServerFactory):
@@ -72,5 +74,31 @@ def test_stopping_accepts_what_is_queued_then_refuses_at_once(port):
         assert port.factory.built == 1
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    finally:
+        queued.close()
+
+
+def test_a_worker_stopping_accepts_what_is_queued_then_lets_go_at_once():
+    """
+    A worker's copy of a shared socket: the queued connection is accepted,
+    and the copy is closed before the reactor runs again, so once every
+    holder has let go a new connection is refused rather than queued to
+    be reset.
+    """
+    shared = socket.create_server(("127.0.0.1", 0))
+    shared.setblocking(False)  # as Twisted made the supervisor's
+    address = shared.getsockname()
+    factory = Recording()
+    service = InheritedSocketService(os.dup(shared.fileno()), "tcp:0", factory,
+                                     MemoryReactorClock())
+    service.privilegedStartService()
+    service.running = True
+    shared.close()  # the supervisor's copy: now the worker's is the only one
+    queued = socket.create_connection(address, timeout=5)
+    try:
+        service.stopService()
+        assert factory.built == 1
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5)
     finally:
         queued.close()
