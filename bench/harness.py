@@ -1,6 +1,9 @@
 """
 The benchmark harness: backtracweb against Twisted's own web server,
-gunicorn and waitress, all serving the Django project in bench/site.
+gunicorn and waitress, all serving the Django project in bench/site, and
+against two yardsticks: the in-process ceiling (bench/inprocess.py, no
+server at all) and the floor (bench/servers/floor.py, the least work any
+pure-Python server does).
 
 Run it through bench/run, which prepares bench/.venv and wrk first:
 
@@ -48,6 +51,7 @@ WORK = BENCH / ".work"
 RESULTS = BENCH / "results"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/
 TAC = BENCH / "servers" / "twisted_plain.tac"
+FLOOR = BENCH / "servers" / "floor.py"
 
 THREADS = 10  # the pool size every server gets, unless its description says otherwise
 FILES = {"file-10k.bin": 10 * 1024, "file-1m.bin": 1024 * 1024}
@@ -143,6 +147,8 @@ class Server:
             return [*gunicorn, "--worker-class", "gthread", "--threads", str(THREADS), wsgi], {}
         if self.name == "waitress":
             return [str(BIN / "waitress-serve"), f"--listen={bind}", f"--threads={THREADS}", wsgi], env
+        if self.name == "floor":
+            return [str(BIN / "python"), str(FLOOR), "--port", str(port), "--app", wsgi], env
         raise AssertionError(self.name)
 
 
@@ -209,6 +215,12 @@ SERVERS = [
            _app(_WHITENOISE_AS_STATIC), daemon=False,
            notes={"static-10k": "WhiteNoise, sendfile", "static-1m": "WhiteNoise, sendfile"}),
     Server("waitress", f"waitress-serve --threads={THREADS}", _app(), daemon=False),
+    # The least work any pure-Python server does per request; only the fast
+    # views: one thread would stall on /io, and it serves no files.
+    Server("floor", "bench/servers/floor.py: not a server, the yardstick: one thread, the "
+           "application called inline, no HTTP checks, no request bodies (the least work a "
+           "pure-Python server does per request)",
+           {name: APP_PATHS[name] for name in ("tiny", "page")}, daemon=False),
     # Both CPUs: [server] workers = 2 against one worker and gunicorn's two.
     Server("backtracweb-2w", f"twistd backtracweb with [server] workers = 2, each with "
            f"{THREADS} threads, not pinned", _TWO_CPUS, daemon=True, pinned=False),
@@ -760,6 +772,12 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
               f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | | "
               f"{ceiling_noise.get(endpoint.name, 0.0):.0%} | "
               f"{ratio(ours, statistics.median(c))} |")
+        floor = rows.get("floor", {}).get("rps") if rows else None
+        if ours and floor and endpoint.name in ceilings:
+            w("")
+            w(f"The floor (bench/servers/floor.py) reaches "
+              f"{floor / statistics.median(ceilings[endpoint.name]):.2f} of the ceiling; "
+              f"backtracweb reaches {ours / floor:.2f} of the floor.")
         if endpoint.name == "io" and ours:
             w("")
             w(f"Pool of {THREADS} threads and 50 ms per request: at most {THREADS / 0.05:,.0f} req/s; "
