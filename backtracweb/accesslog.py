@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from twisted.logger import Logger
+from backtracweb.twistdlog import TwistdLogLines
 
 COMBINED = (
     '{client} - - [{time}] "{method} {path} {protocol}" {status} {bytes} '
@@ -39,11 +39,19 @@ FIELDS: Mapping[str, str] = {
 }
 """The fields an C{access_format} template may use, as C{{name}}."""
 
-# Module level: a Logger on a class takes the class's name as namespace.
-_access_log = Logger(namespace="backtracweb.access")
-
+NAMESPACE = "backtracweb.access"
 OFF = "off"
 TWISTD_LOG = "-"
+
+# What writes the lines meant for twistd's log, for each access log opened
+# in this process; a worker sends them to its supervisor instead.
+_twistd_log_writer: Callable[[], Callable[[str], None]] = lambda: TwistdLogLines(NAMESPACE).write
+
+
+def route_twistd_log(write: Callable[[str], None]) -> None:
+    """Send the lines meant for twistd's log to C{write}, in access logs opened from now on."""
+    global _twistd_log_writer
+    _twistd_log_writer = lambda: write
 
 
 def template_errors(template: str) -> str | None:
@@ -142,7 +150,7 @@ class AccessLog:
         @raise OSError: the file cannot be opened for appending.
         """
         if self.destination == TWISTD_LOG:
-            self._emit = self._to_twistd_log
+            self._emit = _twistd_log_writer()
         elif self.destination != OFF:
             self._fd = self._open_file()
             self._emit = self._to_file
@@ -186,9 +194,6 @@ class AccessLog:
 
     def _discard(self, line: str) -> None:
         pass
-
-    def _to_twistd_log(self, line: str) -> None:
-        _access_log.info("{line}", line=line)
 
     def _to_file(self, line: str) -> None:
         os.write(self._fd, (line + "\n").encode("utf-8", "backslashreplace"))

@@ -28,11 +28,13 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, LogLevel, eventFromJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from backtracweb.accesslog import NAMESPACE as ACCESS_NAMESPACE
 from backtracweb.config import Config, load_config
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.server import fatal
 from backtracweb.shared import LoadBoard, SharedSocketService
 from backtracweb.service import DaemonService, not_reloaded
+from backtracweb.twistdlog import TwistdLogLines
 
 WORKER_ENVIRONMENT = "BACKTRACWEB_WORKER"
 """The variable that hands a worker its L{WorkerStart}."""
@@ -42,6 +44,15 @@ FIRST_SOCKET_FD = 3
 
 EXIT_STARTUP_FAILED = 3
 """A worker's exit status when it could not start (it logged why)."""
+
+RECORD_START = "\x1e"
+"""Starts each record of a worker's event stream (as in RFC 7464's JSON text sequences)."""
+ACCESS_LINE = "\x1f"
+"""
+Marks a record that is an access line as plain text rather than a JSON
+event: there is one a request, and encoding it as JSON to decode it here
+again would cost more than serving a small request.
+"""
 
 _log = Logger(namespace="backtracweb.supervisor")
 
@@ -117,6 +128,8 @@ class WorkerProcess(ProcessProtocol):
         self.failure: str | None = None
         self._events = b""
         self._errors = b""
+        self._access = TwistdLogLines(
+            ACCESS_NAMESPACE, system=f"worker {index}: {ACCESS_NAMESPACE}#info").write
 
     def makeConnection(self, transport) -> None:
         self.pid = transport.pid  # the transport forgets it once the process ends
@@ -132,7 +145,7 @@ class WorkerProcess(ProcessProtocol):
             pass
 
     def outReceived(self, data: bytes) -> None:
-        records = (self._events + data).split(b"\x1e")
+        records = (self._events + data).split(RECORD_START.encode())
         self._events = records.pop()
         if self._events.endswith(b"\n"):  # a complete last record
             records.append(self._events)
@@ -148,6 +161,9 @@ class WorkerProcess(ProcessProtocol):
                                      line=line.decode("utf-8", "replace"))
 
     def _relay(self, text: str) -> None:
+        if text.startswith(ACCESS_LINE):
+            self._access(text[1:].rstrip("\n"))
+            return
         try:
             event = eventFromJSON(text)
         except ValueError:

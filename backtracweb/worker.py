@@ -16,17 +16,21 @@ import signal
 import pickle
 import struct
 import sys
+from typing import Callable, TextIO
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 from twisted.python.failure import Failure
 
+from backtracweb.accesslog import NAMESPACE as ACCESS_NAMESPACE, route_twistd_log
 from backtracweb.cpu import pin_worker
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.loader import build_site_service
 from backtracweb.shared import InheritedSocketService, LoadBoard
 from backtracweb.service import BacktracService
-from backtracweb.supervisor import EXIT_STARTUP_FAILED, WORKER_ENVIRONMENT, WorkerStart
+from backtracweb.supervisor import (
+    ACCESS_LINE, EXIT_STARTUP_FAILED, RECORD_START, WORKER_ENVIRONMENT, WorkerStart,
+)
 
 _log = Logger(namespace="backtracweb.worker")
 
@@ -66,6 +70,22 @@ class SupervisorChannel(Protocol):
             self.service.stop("the end of the supervisor")
 
 
+def access_line_relay(events: TextIO) -> Callable[[str], None]:
+    """
+    Where a worker's lines for twistd's log go: to the supervisor on the
+    event stream, as records of their own (see L{ACCESS_LINE}).
+    """
+    as_event = Logger(namespace=ACCESS_NAMESPACE)
+
+    def relay(line: str) -> None:
+        if "\n" in line or RECORD_START in line:  # (from the template) would break the framing
+            as_event.info("{line}", line=line)  # a JSON event, like any other
+        else:
+            events.write(RECORD_START + ACCESS_LINE + line + "\n")
+
+    return relay
+
+
 def main() -> int:
     """Serve until stopped; the exit status tells the supervisor how it went."""
     # Anything written to file descriptor 1 would corrupt the event stream:
@@ -74,6 +94,7 @@ def main() -> int:
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(events)])
+    route_twistd_log(access_line_relay(events))
 
     start = WorkerStart.decode(os.environ.pop(WORKER_ENVIRONMENT))
     from twisted.internet import reactor

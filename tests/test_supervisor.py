@@ -41,7 +41,7 @@ from backtracweb.supervisor import (
     WorkerStart,
     frame,
 )
-from backtracweb.worker import SupervisorChannel
+from backtracweb.worker import SupervisorChannel, access_line_relay
 
 
 def write_site(directory: Path, workers: int = 2, max_threads: str = "4") -> Path:
@@ -331,6 +331,34 @@ def test_worker_events_are_relayed_with_the_worker_named(supervisor):
         ("worker 2: backtracweb.server#info", "worker 2 ready"),
     ]
     assert worker.ready
+
+
+ACCESS = '127.0.0.1 - - [26/Nov/2026:02:00:00 +0000] "GET /{x} HTTP/1.1" 200 14 "-" "-"'
+
+
+def test_access_lines_travel_as_text_and_are_logged_with_the_worker_named(supervisor):
+    """
+    A worker's access lines skip JSON both ways, in order with its other
+    events; a line that would break the framing goes as a JSON event.
+    """
+    top, _ = supervisor
+    worker = top.workers[2]
+    stream = io.StringIO()
+    Logger(namespace="backtracweb.server", observer=jsonFileLogObserver(stream)).info("before")
+    relay = access_line_relay(stream)
+    relay(ACCESS)
+    assert stream.getvalue().endswith(f"\x1e\x1f{ACCESS}\n")
+    with capturedLogs() as as_json:
+        relay("split\nin two")  # a template of the admin's may do that
+    assert [e["line"] for e in as_json] == ["split\nin two"]
+    data = stream.getvalue().encode()
+    with capturedLogs() as events:
+        for start in range(0, len(data), 5):  # split anywhere, even inside a record
+            worker.outReceived(data[start:start + 5])
+    assert [(e["log_system"], formatEvent(e)) for e in events] == [
+        ("worker 2: backtracweb.server#info", "before"),
+        ("worker 2: backtracweb.access#info", ACCESS),
+    ]
 
 
 def test_a_critical_event_is_kept_as_the_reason_a_worker_could_not_start(supervisor):
