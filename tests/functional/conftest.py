@@ -193,18 +193,27 @@ def make_daemon(site_dir: Path, workdir: Path):
         daemon.kill()
 
 
-DEMO_INI = """
-[server]
-port = {port}
-[threadpool]
-min = 2
-max = 4
-[app]
-pythonpath = demo
-DJANGO_SETTINGS_MODULE = demosite.settings
-[static]
-/static = demo/static
-"""
+def site_ini(server: str = "port = {port}", *, application: str = "testapp:application",
+             django: str | None = None, threads: tuple[int, int] = (2, 4),
+             static: dict[str, str] | None = None, extra: str = "") -> str:
+    """
+    A configuration file for a test site: the C{[server]} lines given, a
+    pool of C{threads} (min, max), the WSGI C{application} from apps/ beside
+    the file (or the C{django} settings module of demo/), the C{static}
+    mappings, then the C{extra} sections as written.
+    """
+    lines = ["[server]", *textwrap.dedent(server).strip().splitlines(),
+             "[threadpool]", f"min = {threads[0]}", f"max = {threads[1]}", "[app]"]
+    if django:
+        lines += ["pythonpath = demo", f"DJANGO_SETTINGS_MODULE = {django}"]
+    else:
+        lines += ["loader = wsgi", "pythonpath = apps", f"application = {application}"]
+    if static:
+        lines += ["[static]", *(f"{prefix} = {directory}" for prefix, directory in static.items())]
+    return "\n".join(lines) + "\n" + textwrap.dedent(extra)
+
+
+DEMO_INI = site_ini(django="demosite.settings", static={"/static": "demo/static"})
 """The demo Django site, for a copy of demo/ beside the file ({port} to fill in)."""
 
 
@@ -226,20 +235,8 @@ def wsgi_daemon(make_daemon, site_dir: Path):
     def make(extra: str = "", min_threads: int = 2, max_threads: int = 4,
              server: str = "") -> Daemon:
         shutil.copytree(APPS, site_dir / "apps", dirs_exist_ok=True)
-        return make_daemon(
-            textwrap.dedent("""
-            [server]
-            port = {port}
-            """) + textwrap.dedent(server) + textwrap.dedent(f"""
-            [threadpool]
-            min = {min_threads}
-            max = {max_threads}
-            [app]
-            loader = wsgi
-            pythonpath = apps
-            application = testapp:application
-            """) + textwrap.dedent(extra)
-        )
+        return make_daemon(site_ini("port = {port}\n" + textwrap.dedent(server),
+                                    threads=(min_threads, max_threads), extra=extra))
 
     return make
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, DEMO, Daemon, exchange, free_port, parse, split_head, wait_until
+from conftest import (
+    APPS, DEMO, DEMO_INI, Daemon, exchange, free_port, parse, site_ini, split_head, wait_until,
+)
 
 # Delegates to testapp, except that a request carrying X-Dump-Environ gets its
 # environ back as JSON whatever its path: testapp's own /environ only shows
@@ -61,31 +63,20 @@ def start_daemon(root: Path, ini: str) -> Daemon:
     return daemon
 
 
-def wsgi_ini(max_threads: int) -> str:
-    return f"""
-        [server]
-        port = {{port}}
-        [threadpool]
-        min = 1
-        max = {max_threads}
-        [app]
-        loader = wsgi
-        pythonpath = apps
-        application = envdump:application
-        [static]
-        /static = public
-        """
+def envdump_daemon(root: Path, max_threads: int) -> Daemon:
+    """testapp through envdump, with a pool of at most C{max_threads}, under C{root}."""
+    (root / "etc").mkdir()
+    shutil.copytree(APPS, root / "etc" / "apps")
+    (root / "etc" / "apps" / "envdump.py").write_text(ENVDUMP)
+    (root / "etc" / "public").mkdir()
+    return start_daemon(root, site_ini(application="envdump:application",
+                                       threads=(1, max_threads), static={"/static": "public"}))
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Daemon:
     """One daemon serving testapp (through envdump) for the read-only tests."""
-    root = tmp_path_factory.mktemp("http")
-    (root / "etc").mkdir()
-    shutil.copytree(APPS, root / "etc" / "apps")
-    (root / "etc" / "apps" / "envdump.py").write_text(ENVDUMP)
-    (root / "etc" / "public").mkdir()
-    daemon = start_daemon(root, wsgi_ini(max_threads=4))
+    daemon = envdump_daemon(tmp_path_factory.mktemp("http"), max_threads=4)
     yield daemon
     daemon.kill()
 
@@ -93,12 +84,7 @@ def app(tmp_path_factory) -> Daemon:
 @pytest.fixture(scope="module")
 def pool_app(tmp_path_factory) -> Daemon:
     """A daemon of its own for the timing tests: max = POOL threads, none busy."""
-    root = tmp_path_factory.mktemp("pool")
-    (root / "etc").mkdir()
-    shutil.copytree(APPS, root / "etc" / "apps")
-    (root / "etc" / "apps" / "envdump.py").write_text(ENVDUMP)
-    (root / "etc" / "public").mkdir()
-    daemon = start_daemon(root, wsgi_ini(max_threads=POOL))
+    daemon = envdump_daemon(tmp_path_factory.mktemp("pool"), max_threads=POOL)
     yield daemon
     daemon.kill()
 
@@ -109,18 +95,7 @@ def demo(tmp_path_factory) -> Daemon:
     root = tmp_path_factory.mktemp("demo")
     (root / "etc").mkdir()
     shutil.copytree(DEMO, root / "etc" / "demo")
-    daemon = start_daemon(root, """
-        [server]
-        port = {port}
-        [threadpool]
-        min = 1
-        max = 4
-        [app]
-        pythonpath = demo
-        DJANGO_SETTINGS_MODULE = demosite.settings
-        [static]
-        /static = demo/static
-        """)
+    daemon = start_daemon(root, DEMO_INI)
     yield daemon
     daemon.kill()
 

@@ -22,13 +22,12 @@ import signal
 import socket
 import struct
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, free_port, process_exists, split_head, wait_until
+from conftest import Daemon, free_port, process_exists, site_ini, split_head, wait_until
 from test_listen import UnixHTTPConnection, self_signed_certificate, tls_context, unix_exchange
 
 BIG = random.Random("backtracweb sendfile").randbytes(16 * 1024 * 1024)
@@ -67,17 +66,9 @@ def write_site(etc: Path) -> None:
     (etc / "apps" / "filesapp.py").write_text(FILES_APP)
 
 
-APP_SECTIONS = """
-    [threadpool]
-    min = 2
-    max = 4
-    [app]
-    loader = wsgi
-    pythonpath = apps
-    application = filesapp:application
-    [static]
-    /static = public
-"""
+def files_ini(server: str) -> str:
+    """The configuration of the files site, with these C{[server]} lines."""
+    return site_ini(server, application="filesapp:application", static={"/static": "public"})
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +83,9 @@ def site(tmp_path_factory):
     sock = short / "web.sock"
     port, tls_port = free_port(), free_port()
     config = etc / "backtrac.ini"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        listen = tcp:{port}:interface=127.0.0.1, unix:{sock}, ssl:{tls_port}:privateKey={key}:certKey={cert}
-        """) + textwrap.dedent(APP_SECTIONS))
+    config.write_text(files_ini(
+        f"listen = tcp:{port}:interface=127.0.0.1, unix:{sock}, "
+        f"ssl:{tls_port}:privateKey={key}:certKey={cert}"))
     daemon = Daemon(config, run, port)
     try:
         daemon.start()
@@ -339,12 +329,11 @@ def drain_daemon(make_daemon, site_dir: Path):
 
     def make(graceful_timeout: int) -> Daemon:
         write_site(site_dir)
-        daemon = make_daemon(f"""
-            [server]
+        daemon = make_daemon(files_ini(f"""
             port = {{port}}
             interface = 127.0.0.1
             graceful_timeout = {graceful_timeout}
-            """ + APP_SECTIONS)
+            """))
         daemon.start()
         return daemon
 

@@ -20,12 +20,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, Daemon, refused, twistd_command, wait_until
+from conftest import APPS, Daemon, refused, site_ini, twistd_command, wait_until
 from test_listen import APP, fetch, self_signed_certificate, tls_context
 
 ENDPOINT = "systemd:domain=INET:index=0"
@@ -216,18 +215,7 @@ def nobody_daemon(readable_code_for_nobody, world_readable_dir: Path):
     for path in [apps, *apps.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     config = base / "backtrac.ini"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        port = {port}
-        interface = 127.0.0.1
-        [threadpool]
-        min = 2
-        max = 4
-        [app]
-        loader = wsgi
-        pythonpath = apps
-        application = ids:application
-        """))
+    config.write_text(site_ini(f"port = {port}\ninterface = 127.0.0.1", application="ids:application"))
     config.chmod(0o644)
     # twistd opens the log and writes the pidfile as root, before the drop,
     # so base (root's, 0755) does for those; but it removes the pidfile at

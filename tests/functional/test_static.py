@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import textwrap
 from urllib.parse import quote
 
 import pytest
 
-from conftest import APPS, Daemon, exchange, free_port, parse, split_head
+from conftest import APPS, Daemon, exchange, free_port, parse, site_ini, split_head
 
 TEXT = b"0123456789abcdefghij\n"
 BIG = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2**15))  # 1 MiB
@@ -60,21 +59,8 @@ def site(tmp_path_factory) -> Daemon:
         (etc / name).write_bytes(content)
     port = free_port()
     config = etc / "backtrac.ini"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        port = {port}
-        [threadpool]
-        min = 1
-        max = 4
-        [app]
-        loader = wsgi
-        pythonpath = apps
-        application = testapp:application
-        [static]
-        /static = public/static
-        /static/media = media
-        /a/b = ab
-        """))
+    config.write_text(site_ini(f"port = {port}", threads=(1, 4), static={
+        "/static": "public/static", "/static/media": "media", "/a/b": "ab"}))
     daemon = Daemon(config, run, port)
     try:
         daemon.start()
