@@ -8,7 +8,9 @@ on its state.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
+import signal
 import sys
 
 import pytest
@@ -34,3 +36,39 @@ def keep_process_state():
     if os.sched_getscheduler(0) != policy:
         os.sched_setscheduler(0, policy, os.sched_param(0))
     gc.unfreeze()
+
+
+SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+"""The signals a started service handles."""
+
+
+@pytest.fixture
+def saved_signal_handlers():
+    """Put back the process's signal handlers, which starting a service replaces."""
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    yield saved
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture
+def isolated_imports(tmp_path):
+    """
+    Restore C{sys.path}, the path importer cache and every module imported
+    from C{tmp_path} once the test is over.
+    """
+    saved_path = list(sys.path)
+    before = set(sys.modules)
+    importlib.invalidate_caches()
+    yield
+    sys.path[:] = saved_path
+    root = str(tmp_path)
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        location = getattr(module, "__file__", None) or ""
+        locations = list(getattr(module, "__path__", []) or [])
+        if location.startswith(root) or any(str(p).startswith(root) for p in locations):
+            del sys.modules[name]
+    for key in [k for k in sys.path_importer_cache if str(k).startswith(root)]:
+        del sys.path_importer_cache[key]
+    importlib.invalidate_caches()

@@ -47,29 +47,6 @@ def write(path: Path, source: str = "") -> Path:
 
 
 @pytest.fixture
-def isolated_imports(tmp_path):
-    """
-    Restore C{sys.path}, the path importer cache and every module imported
-    from C{tmp_path} once the test is over.
-    """
-    saved_path = list(sys.path)
-    before = set(sys.modules)
-    importlib.invalidate_caches()
-    yield
-    sys.path[:] = saved_path
-    root = str(tmp_path)
-    for name in set(sys.modules) - before:
-        module = sys.modules.get(name)
-        location = getattr(module, "__file__", None) or ""
-        locations = list(getattr(module, "__path__", []) or [])
-        if location.startswith(root) or any(str(p).startswith(root) for p in locations):
-            del sys.modules[name]
-    for key in [k for k in sys.path_importer_cache if str(k).startswith(root)]:
-        del sys.path_importer_cache[key]
-    importlib.invalidate_caches()
-
-
-@pytest.fixture
 def pythonpath(tmp_path, isolated_imports) -> Path:
     """A fresh directory to use as C{[app] pythonpath}."""
     directory = tmp_path / "pythonpath"
@@ -263,33 +240,20 @@ class TestLoadApplication:
         assert sys.path.count(str(second)) == 1
         assert application(None, None) == [b"first"]
 
-    def test_not_callable(self, pythonpath):
-        """An attribute that is not callable is an L{AppLoadError} naming the setting."""
-        write(pythonpath / "btw_site.py", "application = 42\n")
+    @pytest.mark.parametrize("module, setting, error", [
+        ("application = 42\n", "btw_site:application",
+         "int object is not callable, so it is not a WSGI application"),
+        ("app = lambda environ, start: []\n", "btw_site:ap", "module btw_site has no attribute 'ap'"),
+        # A bare module name means its attribute application.
+        ("app = lambda environ, start: []\n", "btw_site",
+         "module btw_site has no attribute 'application'"),
+    ], ids=["not callable", "missing attribute", "missing default attribute"])
+    def test_no_application_at_the_name(self, pythonpath, module, setting, error):
+        """An L{AppLoadError} naming the setting and what is wrong with it."""
+        write(pythonpath / "btw_site.py", module)
         with pytest.raises(AppLoadError) as caught:
-            load_application(wsgi_loader, wsgi_app(pythonpath, "btw_site:application"))
-        assert str(caught.value) == (
-            "[app] application = 'btw_site:application': int object is not callable, "
-            "so it is not a WSGI application"
-        )
-
-    def test_missing_attribute(self, pythonpath):
-        """A missing attribute is an L{AppLoadError} naming the setting and the attribute."""
-        write(pythonpath / "btw_site.py", "app = lambda environ, start: []\n")
-        with pytest.raises(AppLoadError) as caught:
-            load_application(wsgi_loader, wsgi_app(pythonpath, "btw_site:ap"))
-        assert str(caught.value) == (
-            "[app] application = 'btw_site:ap': module btw_site has no attribute 'ap'"
-        )
-
-    def test_missing_default_attribute(self, pythonpath):
-        """A bare module without an C{application} attribute names the default."""
-        write(pythonpath / "btw_site.py", "app = lambda environ, start: []\n")
-        with pytest.raises(AppLoadError) as caught:
-            load_application(wsgi_loader, wsgi_app(pythonpath, "btw_site"))
-        assert str(caught.value) == (
-            "[app] application = 'btw_site': module btw_site has no attribute 'application'"
-        )
+            load_application(wsgi_loader, wsgi_app(pythonpath, setting))
+        assert str(caught.value) == f"[app] application = {setting!r}: {error}"
 
     def test_module_raises_at_import(self, pythonpath):
         """

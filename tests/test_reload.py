@@ -11,11 +11,9 @@ handlers the service installs are saved and restored around each test.
 
 from __future__ import annotations
 
-import importlib
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -36,29 +34,8 @@ from backtracweb.service import BacktracService, _twistd_log_file
 
 APP_MODULE = "btw_reload_app"
 WAIT = 10.0
-SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
-
-
-@pytest.fixture(autouse=True)
-def saved_signal_handlers():
-    """Put back the process's signal handlers whatever a test installed."""
-    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
-    yield saved
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-@pytest.fixture(autouse=True)
-def isolated_imports(tmp_path):
-    """Restore C{sys.path} and forget modules imported from C{tmp_path}."""
-    saved_path = list(sys.path)
-    before = set(sys.modules)
-    importlib.invalidate_caches()
-    yield
-    sys.path[:] = saved_path
-    for name in set(sys.modules) - before:
-        if (getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
-            del sys.modules[name]
+# Starting a service replaces the process's signal handlers and imports the application.
+pytestmark = pytest.mark.usefixtures("saved_signal_handlers", "isolated_imports")
 
 
 class FakeReactor(MemoryReactorClock):

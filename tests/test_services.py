@@ -13,7 +13,6 @@ installs signal handlers, which every test here gets back as it found them.
 from __future__ import annotations
 
 import errno
-import importlib
 import gc
 import io
 import os
@@ -64,35 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "btw_svc_app"
 WAIT = 10.0
 """Seconds to wait for a real thread before failing the test."""
-SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
-
-
-@pytest.fixture(autouse=True)
-def saved_signal_handlers():
-    """Put back the process's signal handlers, which starting the tree replaces."""
-    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
-    yield saved
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-@pytest.fixture
-def isolated_imports(tmp_path):
-    """
-    Restore C{sys.path} and forget the modules imported from C{tmp_path},
-    since starting the web service imports the application.
-    """
-    saved_path = list(sys.path)
-    before = set(sys.modules)
-    importlib.invalidate_caches()
-    yield
-    sys.path[:] = saved_path
-    root = str(tmp_path)
-    for name in set(sys.modules) - before:
-        if (getattr(sys.modules[name], "__file__", None) or "").startswith(root):
-            del sys.modules[name]
-    for key in [k for k in sys.path_importer_cache if str(k).startswith(root)]:
-        del sys.path_importer_cache[key]
+# Starting a service replaces the process's signal handlers.
+pytestmark = pytest.mark.usefixtures("saved_signal_handlers")
 
 
 # -- fakes and helpers ------------------------------------------------------------
