@@ -9,11 +9,13 @@ default) sends one event per request.  An access line is already text:
 L{TwistdLogLines} writes it to the file twistd's observer writes to, with
 the prefix that observer would give it, worked out once a second.
 
-The shortcut is taken only where it is exact.  The observer formats a
-probe event, and the result must be what the shortcut would write;
-otherwise (syslog, a custom C{--logger}, a worker's JSON stream, other
-observers besides twistd's) each line goes through C{twisted.logger} as
-any event does.
+The shortcut is taken only where it is exact.  At the first line, the
+observer formats a probe event, and the result must be what the shortcut
+would write; otherwise (syslog, a custom C{--logger}, a worker's JSON
+stream, other observers besides twistd's) each line goes through
+C{twisted.logger} as any event does.  The decision holds for the writer's
+life (an access log's, until a reload opens a new one; on the supervisor,
+a worker's): twistd sets its observer up once.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ class TwistdLogLines:
         self._log.info("{line}", line=line, **self._extra)
 
     def _direct_writer(self) -> Callable[[str], None] | None:
-        # LogPublisher keeps its observers private; without a way to list
-        # them there is no shortcut, and lines go through the publisher.
+        # LogPublisher keeps its observers private, and FileLogObserver its
+        # file: Twisted offers no public way to write to twistd's log but an
+        # event.  Where either attribute is missing, lines are events.
         observers = getattr(self._publisher, "_observers", None)
         if not observers or len(observers) != 1 or not isinstance(observers[0], FileLogObserver):
             return None
