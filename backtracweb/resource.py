@@ -5,11 +5,12 @@ application for every other path.
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from twisted.logger import Logger
-from twisted.web import static
+from twisted.web import http, static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Request
 
@@ -30,19 +31,97 @@ BLOCK_SIZE = 512 * 1024
 """Larger files are read in blocks of this size (Twisted's default is 64 KiB)."""
 
 
+SMALL_FILES_BYTES = 8 * 1024 * 1024
+"""How much of its small files a static mapping keeps in memory, at most."""
+
+
+class SmallFiles:
+    """
+    The small files a static mapping has sent whole, kept in memory with
+    the headers Twisted's static file resource gave them, so that sending
+    one again costs a C{stat} instead of that resource's work: a child
+    resource for each path segment, the content type worked out, the file
+    opened and read (about 35 µs of a 100 µs request for a 10 KB file).
+
+    A file is sent from memory only while C{stat} finds it as it was when
+    read (inode, size, modification and change times, so a chmod or a
+    rename over it counts); otherwise, and for anything but a plain GET
+    (HEAD, ranges), the request takes the ordinary way.  The first request
+    for a file always does, so whatever it decides (404, 403, a redirect,
+    an index page) decides what is remembered.
+    """
+
+    def __init__(self, max_bytes: int = SMALL_FILES_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._files: dict[tuple[bytes, ...], _SmallFile] = {}
+
+    def answer(self, request: Request, segments: tuple[bytes, ...]) -> bytes | None:
+        """The body for C{request} if the file at C{segments} is remembered and unchanged, else None."""
+        known = self._files.get(segments)
+        if known is None or request.method != b"GET" or request.getHeader(b"range") is not None:
+            return None
+        try:
+            now = os.stat(known.path)
+        except OSError:
+            return None
+        if _identity(now) != known.identity:
+            return None
+        # The headers static.File sets, in its order.
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.setLastModified(now.st_mtime) is http.CACHED:
+            return b""
+        request.setHeader(b"content-length", b"%d" % len(known.data))
+        for name, value in known.headers:
+            request.setHeader(name, value)
+        return known.data
+
+    def remember(self, request: Request, path: str, identity: tuple, data: bytes) -> None:
+        """Keep C{data}, the whole file at C{path}, just sent in answer to C{request}."""
+        if (request.method != b"GET" or request.code != http.OK or len(data) != identity[1]
+                or request.getHeader(b"range") is not None or len(data) > self.max_bytes):
+            return
+        segments = tuple(request.prepath)
+        old = self._files.pop(segments, None)
+        if old is not None:
+            self.size -= len(old.data)
+        while self.size + len(data) > self.max_bytes:  # the oldest go first
+            self.size -= len(self._files.pop(next(iter(self._files))).data)
+        headers = tuple((name, values[0]) for name in (b"content-type", b"content-encoding")
+                        if (values := request.responseHeaders.getRawHeaders(name)))
+        self._files[segments] = _SmallFile(path, identity, headers, data)
+        self.size += len(data)
+
+
+class _SmallFile(NamedTuple):
+    path: str
+    identity: tuple
+    headers: tuple[tuple[bytes, bytes], ...]
+    data: bytes
+
+
+def _identity(st: os.stat_result) -> tuple:
+    """What changes when a file's content, metadata or name binding may have."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
+
+
 class _WholeFile:
     """A producer in name only: sends a small file at once and finishes."""
 
-    def __init__(self, request: Request, file) -> None:
+    def __init__(self, request: Request, file, path: str, small_files: SmallFiles | None) -> None:
         self.request, self.file = request, file
+        self.path, self.small_files = path, small_files
 
     def start(self) -> None:
         try:
+            identity = _identity(os.fstat(self.file.fileno()))
             data = self.file.read()
         finally:
             self.file.close()
         self.request.write(data)
         self.request.finish()
+        if self.small_files is not None:
+            self.small_files.remember(self.request, self.path, identity, data)
 
 
 class StaticDirectory(static.File):
@@ -61,15 +140,23 @@ class StaticDirectory(static.File):
     and headers, and only the body is sent differently.
     """
 
+    small_files: SmallFiles | None = None
+    """The mapping's small files in memory, shared by every resource under it."""
+
     def directoryListing(self) -> IResource:
         return self.childNotFound
+
+    def createSimilarFile(self, path: str) -> StaticDirectory:
+        child = super().createSimilarFile(path)
+        child.small_files = self.small_files
+        return child
 
     def makeProducer(self, request: Request, fileForReading):
         producer = super().makeProducer(request, fileForReading)
         if isinstance(producer, static.NoRangeStaticProducer):
             offset, count = 0, self.getFileSize()
             if count <= SMALL_FILE:
-                return _WholeFile(request, fileForReading)
+                return _WholeFile(request, fileForReading, self.path, self.small_files)
         elif isinstance(producer, static.SingleRangeStaticProducer):
             offset, count = producer.offset, producer.size
         else:  # several ranges: parts with their own headers, left to Twisted
@@ -91,10 +178,15 @@ Route = tuple[list[bytes], StaticDirectory]
 
 def static_routes(mappings: Iterable[StaticMapping]) -> tuple[Route, ...]:
     """The mappings as routes for L{SiteRoot}, longest prefix first."""
-    routes = [
-        ([s.encode("utf-8") for s in m.segments], StaticDirectory(m.directory)) for m in mappings
-    ]
+    routes = [([s.encode("utf-8") for s in m.segments], _root_directory(m.directory))
+              for m in mappings]
     return tuple(sorted(routes, key=lambda route: len(route[0]), reverse=True))
+
+
+def _root_directory(path: str) -> StaticDirectory:
+    directory = StaticDirectory(path)
+    directory.small_files = SmallFiles()
+    return directory
 
 
 class SiteRoot(Resource):
@@ -131,6 +223,11 @@ class SiteRoot(Resource):
         path = request.postpath
         for segments, directory in settings.routes:
             if path[: len(segments)] == segments:
+                body = directory.small_files.answer(request, tuple(path))
+                if body is not None:
+                    request.prepath.extend(path)
+                    del path[:]
+                    return body
                 request.prepath.extend(segments)
                 del path[: len(segments)]
                 return getChildForRequest(directory, request).render(request)

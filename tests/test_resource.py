@@ -14,6 +14,7 @@ installs the global reactor.)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -524,6 +525,116 @@ class TestStaticDirectory:
         """L{StaticDirectory.getChild} answers not-found for names that leave the directory."""
         directory = StaticDirectory(str(tree / "static"))
         assert directory.getChild(name, bare_request()) is directory.childNotFound
+
+
+# -- small files in memory ---------------------------------------------------------------
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """The paths static.File opens to send, in order."""
+    paths = []
+    real = StaticDirectory.openForReading
+
+    def recording(self):
+        paths.append(self.path)
+        return real(self)
+
+    monkeypatch.setattr(StaticDirectory, "openForReading", recording)
+    return paths
+
+
+def without_date(response: Response) -> Response:
+    return Response(response.code, {k: v for k, v in response.headers.items() if k != b"date"},
+                    response.body)
+
+
+class TestSmallFiles:
+    def test_sent_again_from_memory_exactly_as_the_first_time(self, tree, opened):
+        site, app = make_root(tree)
+        first = serve(site, b"/static/sub/file.txt")
+        again = [serve(site, b"/static/sub/file.txt") for _ in range(3)]
+        assert opened == [str(tree / "static" / "sub" / "file.txt")]
+        assert first.code == 200 and first.body == b"static/sub/file"
+        assert {k for k in first.headers} >= {b"content-type", b"last-modified", b"accept-ranges"}
+        assert [without_date(r) for r in again] == [without_date(first)] * 3
+        assert app.seen == []
+
+    def test_an_index_page_is_remembered_under_its_directory(self, tree, opened):
+        site, _ = make_root(tree)
+        answers = [serve(site, b"/static/media/").body for _ in range(2)]
+        assert answers == [b"media index"] * 2
+        assert opened == [str(tree / "media" / "index.html")]
+
+    @pytest.mark.parametrize("change", ["content", "same size, new time", "mode", "replaced"])
+    def test_a_changed_file_is_read_again(self, tree, opened, change):
+        site, _ = make_root(tree)
+        path = tree / "static" / "name.txt"
+        serve(site, b"/static/name.txt")
+        stat = path.stat()
+        expected = b"static"
+        if change == "content":
+            path.write_text("changed!")
+            expected = b"changed!"
+        elif change == "same size, new time":
+            path.write_text("STATIC")
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+            expected = b"STATIC"
+        elif change == "mode":
+            path.chmod(0o600)
+        else:  # a new file renamed over it, with the old one's times
+            replacement = tree / "static" / "new.txt"
+            replacement.write_text("STATIC")
+            os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            replacement.rename(path)
+            expected = b"STATIC"
+        assert serve(site, b"/static/name.txt").body == expected
+        assert len(opened) == 2
+
+    def test_a_deleted_file_is_not_found(self, tree, opened):
+        site, _ = make_root(tree)
+        serve(site, b"/static/name.txt")
+        (tree / "static" / "name.txt").unlink()
+        assert serve(site, b"/static/name.txt").code == 404
+
+    def test_conditional_requests_from_memory(self, tree, opened):
+        """If-Modified-Since is answered as static.File answers it: 304 with no body, or the file."""
+        site, _ = make_root(tree)
+        last_modified = serve(site, b"/static/name.txt").headers[b"last-modified"]
+        fresh = serve(site, b"/static/name.txt", headers=b"Host: example.com\r\n"
+                      b"If-Modified-Since: " + last_modified + b"\r\n")
+        stale = serve(site, b"/static/name.txt", headers=b"Host: example.com\r\n"
+                      b"If-Modified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n")
+        assert (fresh.code, fresh.body) == (304, b"")
+        assert (stale.code, stale.body) == (200, b"static")
+        assert len(opened) == 1
+
+    def test_ranges_and_head_take_the_ordinary_way(self, tree, opened):
+        site, _ = make_root(tree)
+        serve(site, b"/static/name.txt")
+        part = serve(site, b"/static/name.txt", headers=b"Host: example.com\r\nRange: bytes=1-2\r\n")
+        head = serve(site, b"/static/name.txt", method=b"HEAD")
+        assert (part.code, part.body, part.headers[b"content-range"]) == (206, b"ta", b"bytes 1-2/6")
+        assert (head.code, head.body, head.headers[b"content-length"]) == (200, b"", b"6")
+        assert len(opened) == 3
+
+    def test_memory_is_bounded_and_the_oldest_go_first(self, tree, opened):
+        site, _ = make_root(tree)
+        [small_files] = {directory.small_files for _, directory in site.settings.routes
+                         if directory.path == str(tree / "static")}
+        small_files.max_bytes = 30  # two of the 15-byte files below
+        for name in ("a", "b", "c"):
+            write(tree / "static" / f"{name}.txt", name * 15)
+        for name in ("a", "b", "c", "c", "b", "a"):
+            assert serve(site, f"/static/{name}.txt".encode()).body == name.encode() * 15
+        assert small_files.size <= 30
+        assert [Path(p).name for p in opened] == ["a.txt", "b.txt", "c.txt", "a.txt"]
+
+    def test_a_reload_starts_with_none(self, tree):
+        """Routes made again (as a reload makes them) remember nothing yet."""
+        old = static_routes(mappings(tree))
+        new = static_routes(mappings(tree))
+        assert {id(d.small_files) for _, d in old}.isdisjoint({id(d.small_files) for _, d in new})
 
 
 # -- routes from the site's settings ----------------------------------------------------------
