@@ -131,7 +131,8 @@ class StaticDirectory(static.File):
     segment with a NUL byte is simply not found.
 
     Sending is cheaper than Twisted's: a small file goes out in one write
-    instead of through a producer and its cooperator; a larger file, or a
+    instead of through a producer and its cooperator, and from memory once
+    sent (L{SmallFiles}); a larger file, or a
     large single range of one, goes from the file to the socket with
     sendfile where the connection allows it (L{backtracweb.sendfile}), and
     otherwise (TLS) in bigger blocks than Twisted's, so that a 1 MB file
