@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, static
@@ -33,6 +33,8 @@ BLOCK_SIZE = 512 * 1024
 
 SMALL_FILES_BYTES = 8 * 1024 * 1024
 """How much of its small files a static mapping keeps in memory, at most."""
+SETTLED = 2.0
+"""Seconds since its last change before a file is kept in memory."""
 
 
 class SmallFiles:
@@ -48,11 +50,16 @@ class SmallFiles:
     rename over it counts); otherwise, and for anything but a plain GET
     (HEAD, ranges), the request takes the ordinary way.  The first request
     for a file always does, so whatever it decides (404, 403, a redirect,
-    an index page) decides what is remembered.
+    an index page) decides what is remembered.  A file changed in the last
+    L{SETTLED} seconds is not kept: the kernel stamps times from a clock
+    that ticks every few milliseconds, and a second write in the tick of
+    the first, of the same size, would leave C{stat} unchanged.
     """
 
-    def __init__(self, max_bytes: int = SMALL_FILES_BYTES) -> None:
+    def __init__(self, max_bytes: int = SMALL_FILES_BYTES,
+                 clock: Callable[[], float] = time.time) -> None:
         self.max_bytes = max_bytes
+        self.clock = clock
         self.size = 0
         self._files: dict[tuple[bytes, ...], _SmallFile] = {}
 
@@ -76,10 +83,11 @@ class SmallFiles:
             request.setHeader(name, value)
         return known.data
 
-    def remember(self, request: Request, path: str, identity: tuple, data: bytes) -> None:
+    def remember(self, request: Request, path: str, identity: _Identity, data: bytes) -> None:
         """Keep C{data}, the whole file at C{path}, just sent in answer to C{request}."""
-        if (request.method != b"GET" or request.code != http.OK or len(data) != identity[1]
-                or request.getHeader(b"range") is not None or len(data) > self.max_bytes):
+        if (request.method != b"GET" or request.code != http.OK or len(data) != identity.size
+                or request.getHeader(b"range") is not None or len(data) > self.max_bytes
+                or self.clock() - max(identity.mtime_ns, identity.ctime_ns) / 1e9 < SETTLED):
             return
         segments = tuple(request.prepath)
         old = self._files.pop(segments, None)
@@ -93,16 +101,25 @@ class SmallFiles:
         self.size += len(data)
 
 
+class _Identity(NamedTuple):
+    """What changes when a file's content, metadata or name binding may have."""
+
+    ino: int
+    dev: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
 class _SmallFile(NamedTuple):
     path: str
-    identity: tuple
+    identity: _Identity
     headers: tuple[tuple[bytes, bytes], ...]
     data: bytes
 
 
-def _identity(st: os.stat_result) -> tuple:
-    """What changes when a file's content, metadata or name binding may have."""
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
+def _identity(st: os.stat_result) -> _Identity:
+    return _Identity(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class _WholeFile:

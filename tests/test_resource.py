@@ -15,6 +15,7 @@ installs the global reactor.)
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -544,6 +545,29 @@ def opened(monkeypatch) -> list[str]:
     return paths
 
 
+def settled_root(tree: Path) -> tuple[BacktracSite, RecordingApp]:
+    """
+    L{make_root}, with the small files' clock a minute ahead: the files the
+    test just wrote count as settled, so they are kept once sent.
+    """
+    site, app = make_root(tree)
+    for _, directory in site.settings.routes:
+        directory.small_files.clock = lambda: time.time() + 60
+    return site, app
+
+
+def after_the_next_tick(path: Path) -> None:
+    """Wait until the kernel's file clock has moved past C{path}'s change time."""
+    scratch = path.with_name(path.name + ".tick")
+    deadline = time.monotonic() + 5
+    while True:
+        scratch.touch()
+        if scratch.stat().st_ctime_ns > path.stat().st_ctime_ns:
+            break
+        assert time.monotonic() < deadline, "the file clock did not move"
+    scratch.unlink()
+
+
 def without_date(response: Response) -> Response:
     return Response(response.code, {k: v for k, v in response.headers.items() if k != b"date"},
                     response.body)
@@ -551,7 +575,7 @@ def without_date(response: Response) -> Response:
 
 class TestSmallFiles:
     def test_sent_again_from_memory_exactly_as_the_first_time(self, tree, opened):
-        site, app = make_root(tree)
+        site, app = settled_root(tree)
         first = serve(site, b"/static/sub/file.txt")
         again = [serve(site, b"/static/sub/file.txt") for _ in range(3)]
         assert opened == [str(tree / "static" / "sub" / "file.txt")]
@@ -561,14 +585,14 @@ class TestSmallFiles:
         assert app.seen == []
 
     def test_an_index_page_is_remembered_under_its_directory(self, tree, opened):
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         answers = [serve(site, b"/static/media/").body for _ in range(2)]
         assert answers == [b"media index"] * 2
         assert opened == [str(tree / "media" / "index.html")]
 
     @pytest.mark.parametrize("change", ["content", "same size, new time", "mode", "replaced"])
     def test_a_changed_file_is_read_again(self, tree, opened, change):
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         path = tree / "static" / "name.txt"
         serve(site, b"/static/name.txt")
         stat = path.stat()
@@ -581,6 +605,7 @@ class TestSmallFiles:
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
             expected = b"STATIC"
         elif change == "mode":
+            after_the_next_tick(path)  # else the change time may not move
             path.chmod(0o600)
         else:  # a new file renamed over it, with the old one's times
             replacement = tree / "static" / "new.txt"
@@ -592,14 +617,14 @@ class TestSmallFiles:
         assert len(opened) == 2
 
     def test_a_deleted_file_is_not_found(self, tree, opened):
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         serve(site, b"/static/name.txt")
         (tree / "static" / "name.txt").unlink()
         assert serve(site, b"/static/name.txt").code == 404
 
     def test_conditional_requests_from_memory(self, tree, opened):
         """If-Modified-Since is answered as static.File answers it: 304 with no body, or the file."""
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         last_modified = serve(site, b"/static/name.txt").headers[b"last-modified"]
         fresh = serve(site, b"/static/name.txt", headers=b"Host: example.com\r\n"
                       b"If-Modified-Since: " + last_modified + b"\r\n")
@@ -610,7 +635,7 @@ class TestSmallFiles:
         assert len(opened) == 1
 
     def test_ranges_and_head_take_the_ordinary_way(self, tree, opened):
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         serve(site, b"/static/name.txt")
         part = serve(site, b"/static/name.txt", headers=b"Host: example.com\r\nRange: bytes=1-2\r\n")
         head = serve(site, b"/static/name.txt", method=b"HEAD")
@@ -619,7 +644,7 @@ class TestSmallFiles:
         assert len(opened) == 3
 
     def test_memory_is_bounded_and_the_oldest_go_first(self, tree, opened):
-        site, _ = make_root(tree)
+        site, _ = settled_root(tree)
         [small_files] = {directory.small_files for _, directory in site.settings.routes
                          if directory.path == str(tree / "static")}
         small_files.max_bytes = 30  # two of the 15-byte files below
@@ -629,6 +654,16 @@ class TestSmallFiles:
             assert serve(site, f"/static/{name}.txt".encode()).body == name.encode() * 15
         assert small_files.size <= 30
         assert [Path(p).name for p in opened] == ["a.txt", "b.txt", "c.txt", "a.txt"]
+
+    def test_a_file_changed_moments_ago_is_not_kept(self, tree, opened):
+        """
+        Written in the last two seconds, a file is read each time: a second
+        write of the same size in the kernel's clock tick would not show.
+        """
+        site, _ = make_root(tree)  # the real clock: the tree was just written
+        for _ in range(2):
+            assert serve(site, b"/static/name.txt").body == b"static"
+        assert len(opened) == 2
 
     def test_a_reload_starts_with_none(self, tree):
         """Routes made again (as a reload makes them) remember nothing yet."""
