@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Iterator
 
 from configobj.validate import ValidateError
 
@@ -331,27 +331,29 @@ def _endpoint_fields(endpoint: str) -> list[str]:
     return re.split(r"(?<!\\):", endpoint)
 
 
+def _file_parameters(fields: list[str]) -> Iterator[tuple[int, str, str]]:
+    """(index, name, path as written) of each of the endpoint's parameters naming a file."""
+    names = _ENDPOINT_PATHS.get(fields[0].strip(), ())
+    for index, field in enumerate(fields[1:], start=1):
+        name, equals, path = field.partition("=")
+        if equals and name in names:
+            yield index, name, path
+
+
 def endpoint_files(endpoint: str) -> dict[str, str]:
     """
     The files an endpoint reads when it is parsed (a TLS key and
     certificates), by parameter name.
     """
-    fields = _endpoint_fields(endpoint)
-    names = _ENDPOINT_PATHS.get(fields[0].strip(), ())
-    files = {}
-    for field in fields[1:]:
-        name, equals, path = field.partition("=")
-        if equals and name in names:
-            files[name] = re.sub(r"\\(.)", r"\1", path)  # Twisted's escapes undone
-    return files
+    return {name: re.sub(r"\\(.)", r"\1", path)  # Twisted's escapes undone
+            for _, name, path in _file_parameters(_endpoint_fields(endpoint))}
 
 
 def with_endpoint_files(endpoint: str, files: dict[str, str]) -> str:
     """The endpoint string reading the files given by parameter name instead."""
     fields = _endpoint_fields(endpoint)
-    for index, field in enumerate(fields[1:], start=1):
-        name, equals, _ = field.partition("=")
-        if equals and name in files:
+    for index, name, _ in _file_parameters(fields):
+        if name in files:
             fields[index] = f"{name}={files[name]}"
     return ":".join(fields)
 
@@ -362,17 +364,14 @@ def _absolute_endpoint(endpoint: str, base: str) -> str:
     certificates) resolved against C{base}, like every path in the file.
     """
     fields = _endpoint_fields(endpoint)
-    kind = fields[0].strip()
 
     def absolute(path: str) -> str:
         return path if path.startswith("/") else os.path.join(base, path)
 
-    for index, field in enumerate(fields[1:], start=1):
-        name, equals, path = field.partition("=")
-        if kind == "unix" and index == 1 and not equals:
-            fields[index] = absolute(field)
-        elif equals and name in _ENDPOINT_PATHS.get(kind, ()):
-            fields[index] = f"{name}={absolute(path)}"
+    if fields[0].strip() == "unix" and len(fields) > 1 and "=" not in fields[1]:
+        fields[1] = absolute(fields[1])
+    for index, name, path in _file_parameters(fields):
+        fields[index] = f"{name}={absolute(path)}"
     return ":".join(fields)
 
 
