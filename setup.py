@@ -18,15 +18,17 @@ setup(
     python_requires=">=3.10",
     # twisted/plugins is a namespace drop-in directory shared with Twisted
     # and other projects: it must never get an __init__.py of ours.
-    packages=["backtracweb", "twisted.plugins"],
+    packages=["backtracweb", "backtracweb.http", "twisted.plugins"],
     package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
-    install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9"],
+    # httptools: llhttp, the HTTP/1.1 parser the engine (backtracweb/http/) is built on.
+    install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9", "httptools>=0.6.4"],
     extras_require={
         # TLS endpoints (listen = ssl:...) need pyOpenSSL, through Twisted's extra.
         "tls": ["twisted[tls]"],
         # playwright drives Debian's /usr/bin/chromium (no browser download);
         # build makes the sdist and wheel the packaging test installs.
-        "test": ["pytest>=7", "twisted[tls]", "playwright", "build"],
+        # hypothesis: the HTTP engine's property-based fuzz test.
+        "test": ["pytest>=7", "twisted[tls]", "playwright", "build", "hypothesis"],
     },
     entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
     # Samples for packagers: etc/X is installed as share/backtracweb/X (every

@@ -187,18 +187,40 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "Largest request body accepted; a larger one gets 413 before it is read.",
             ),
             Setting(
+                "max_request_line",
+                size(),
+                "4K",
+                "Longest request line (method, target and version); a longer one gets 414.",
+            ),
+            Setting(
+                "max_header_field",
+                size(),
+                "8K",
+                "Longest header field (name and value); a longer one gets 431.",
+            ),
+            Setting(
                 "max_header_bytes",
                 size(),
                 "64K",
-                "Largest request line plus headers; a larger one gets 400.",
+                "Largest request line plus headers; a larger head gets 431.",
             ),
-            Setting("max_headers", integer(1), 100, "Most header lines in one request."),
+            Setting("max_headers", integer(1), 100,
+                    "Most header fields in one request; more get 431."),
             Setting(
                 "idle_timeout",
                 seconds(1),
                 60,
                 "Seconds a connection may stay idle, or take to send a request's "
-                "headers, before it is closed.",
+                "headers or the next part of its body, before it is closed (408 if "
+                "a request had begun).",
+            ),
+            Setting(
+                "send_timeout",
+                seconds(1),
+                60,
+                "Seconds a client may leave a response unread (taking none of its "
+                "bytes) before the connection is closed and the application's thread "
+                "freed.",
             ),
             Setting(
                 "max_queue",

@@ -1,36 +1,34 @@
 """
-Zero-copy file responses: the body goes from the file to the socket with
-C{os.sendfile}, never through Python.
+Files as the content of responses: L{send_part} sends part of a file, with
+C{os.sendfile} where the connection allows (the content goes from the file
+to the socket, never through Python), else read in large blocks as the
+client takes them (L{FileSender}: TLS).
 
-Twisted sends a file by reading it into bytes and writing them to the
-transport, which copies them again into its buffer and then into the
-socket: for large files that copying is most of the cost.  Twisted has no
-sendfile of its own, so here a producer takes over the writing for the
-length of the body, on the transport's own terms:
+Twisted sends bytes by copying them into its transport's buffer and then
+into the socket: for large files that copying is most of the cost.
+Twisted has no sendfile of its own, so here a producer takes over the
+writing for the length of the content, on the transport's own terms:
 
-  1. The head goes out the ordinary way, through C{Request.write}, so
-     Twisted decides every header and the connection's persistence.
-  2. The producer registers with the request as a push producer; the HTTP
-     channel, which is the transport's own producer, relays the transport's
-     calls to it.  It then asks the transport to resume its producer when
-     its buffer is empty and the socket writable: C{producerPaused} set and
-     C{startWriting}, which is what L{FileDescriptor.doWrite} checks before
-     it calls C{resumeProducing}.
-  3. Each C{resumeProducing} is one non-blocking C{sendfile} of the body,
-     from the file's own offset; whatever the socket did not take waits for
-     the next writability the same way.  Nothing else writes to the
-     transport meanwhile: the channel handles one request at a time and
-     holds back pipelined ones until this one is finished.
-  4. At the end of the body the producer unregisters and finishes the
-     request, and the transport carries on with the connection as if it had
-     sent the bytes itself (keep-alive, the next pipelined request, close).
+  1. The head goes out the ordinary way (C{Request.write}), so the
+     request decides every header and the connection's fate.
+  2. The producer registers with the request; the channel, which is the
+     transport's producer, relays the transport's calls to it.  It then
+     asks to be resumed once the transport's buffer is empty and its
+     socket writable (L{HTTPChannel.wait_until_writable}).
+  3. Each C{resumeProducing} is one non-blocking C{sendfile} from the
+     file's own offset; whatever the socket did not take waits for the
+     next writability the same way.  Nothing else writes to the transport
+     meanwhile: the channel answers one request at a time.
+  4. At the end the producer unregisters and finishes the request, and
+     the transport carries on with the connection as if it had sent the
+     bytes itself.
 
-So the transport stays the only selectable for its socket: there is no
-second writer to race with it, the reactor is never blocked (C{EAGAIN}
-means "wait for writability"), and a lost connection reaches the producer
-as Twisted's C{stopProducing}, which closes the file.  Only a plain socket
-transport qualifies (TCP, or a unix socket): with TLS the bytes must be
-encrypted in the process, and the caller keeps Twisted's producer.
+So the transport stays the only selectable for its socket, the reactor is
+never blocked (C{EAGAIN} means "wait for writability"), a client that
+stops reading is cut off by the channel's C{send_timeout}, and a lost
+connection reaches the producer as C{stopProducing}, which closes the
+file.  Only a plain socket qualifies (TCP, or a unix socket): with TLS the
+bytes must be encrypted in the process.
 """
 
 from __future__ import annotations
@@ -39,13 +37,15 @@ import errno
 import os
 from typing import BinaryIO, Callable
 
-from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.logger import Logger
-from twisted.web.http import NO_BODY_CODES
-from twisted.web.server import Request
-from zope.interface import implementer
 
+from backtracweb.http.request import NO_CONTENT_CODES, Request
+from backtracweb.http.transport import is_plain_socket
+
+SMALL_FILE = 64 * 1024
+"""Parts up to this size are read whole and sent with the head, in one write."""
+BLOCK_SIZE = 512 * 1024
+"""Where sendfile cannot be used, larger parts are read in blocks of this size."""
 SEND_LIMIT = 4 * 1024 * 1024
 """
 Bytes one C{sendfile} call may send, so that a fast client on a large file
@@ -59,56 +59,56 @@ _log = Logger(namespace="backtracweb.sendfile")
 
 def declared_length(request: Request) -> int | None:
     """
-    The body length the response headers promise: its one C{Content-Length},
-    or None when there is none, several, a malformed one, or a
-    C{Transfer-Encoding} that frames the body some other way.
+    The content length the response headers promise: its one valid
+    C{Content-Length}, or None when there is none, several, or a malformed one.
     """
-    headers = request.responseHeaders
-    if headers.hasHeader(b"transfer-encoding"):
+    values = [v for n, v in request.response_headers if n.lower() == b"content-length"]
+    if len(values) != 1:
         return None
-    values = headers.getRawHeaders(b"content-length")
-    if values is None or len(values) != 1:
-        return None
-    value = values[0].strip()
+    value = values[0].strip(b" \t")  # as the head reads it
     return int(value) if value.isdigit() else None
 
 
 def usable(request: Request, count: int) -> bool:
     """
     Whether L{SendfileProducer} can send the next C{count} bytes of a file
-    as the body of C{request}, whose status and headers are set and not yet
-    written: the headers promise exactly C{count} bytes (no chunking), the
-    response has a body, and the connection is a plain socket whose
-    producer is the request's channel (the relay the producer relies on).
+    as the content of C{request}'s response, whose status and headers are
+    set and not yet written: the headers promise exactly C{count} bytes,
+    the response has content, and the connection is a plain socket.
     """
-    if _SENDFILE is None or count <= 0 or request.startedWriting or request.finished:
+    if _SENDFILE is None or count <= 0 or request.started_writing or request.finished:
         return False
-    if request.method == b"HEAD" or request.code in NO_BODY_CODES:
+    if request.method == b"HEAD" or request.code in NO_CONTENT_CODES or request.lost:
         return False
     if declared_length(request) != count:
         return False
-    channel = request.channel
-    transport = getattr(channel, "transport", None)
-    return (
-        isinstance(transport, tcp.Connection)
-        and not transport.TLS
-        and not ISSLTransport.providedBy(transport)
-        and bool(transport.connected)
-        and not transport.disconnecting
-        and transport.producer is channel
-        and bool(transport.streamingProducer)
-    )
+    transport = request.channel.transport
+    return (is_plain_socket(transport) and bool(transport.connected)
+            and not transport.disconnecting)
 
 
-@implementer(IPushProducer)
-class SendfileProducer:
+def send_part(request: Request, file: BinaryIO, offset: int, count: int) -> None:
     """
-    Sends C{count} bytes of C{file} from C{offset} as the body of a
-    response, with C{os.sendfile} (see the module's docstring for how it
-    shares the transport).  Check L{usable} first.  The producer owns
-    C{file} and closes it when the body is sent or the connection is lost.
+    Send C{count} bytes of C{file} from C{offset} as the whole content of
+    C{request}'s response, which then finishes; the file is closed then.
+    """
+    if declared_length(request) is None:
+        request.response_headers.append((b"Content-Length", b"%d" % count))
+    if count <= SMALL_FILE:
+        with file:
+            request.respond(os.pread(file.fileno(), count, offset))
+        return
+    if usable(request, count):
+        SendfileProducer(request, file, offset, count).start()
+    else:
+        FileSender(request, file, offset, count).start()
 
-    Like Twisted's file producers, it is created, then started.
+
+class _FileProducer:
+    """
+    Sends C{count} bytes of C{file} from C{offset} as the content of a
+    response, then finishes it.  It owns the file, and closes it when the
+    content is sent or the connection is lost (C{stopProducing}).
     """
 
     def __init__(self, request: Request, file: BinaryIO, offset: int, count: int) -> None:
@@ -116,72 +116,16 @@ class SendfileProducer:
         self.file: BinaryIO | None = file
         self.offset = offset
         self.remaining = count
-        self._transport = request.channel.transport
-
-    def start(self) -> None:
-        """Write the head, then wait for the transport to hand over the socket."""
-        request = self.request
-        request.registerProducer(self, True)
-        # The producer is also stopped through the request: a channel that
-        # had let go of the transport would not relay stopProducing.
-        request.notifyFinish().addBoth(self._request_over)
-        request.write(b"")
-        self._wait()
-
-    def _wait(self) -> None:
-        """
-        Be resumed once the transport's buffer is empty and its socket
-        writable: C{doWrite} resumes a paused producer after its last byte.
-        """
-        transport = self._transport
-        transport.producerPaused = True
-        transport.startWriting()
-
-    # IPushProducer, through the channel
-
-    def resumeProducing(self) -> None:
-        """The socket is ours until this returns: send what it takes."""
-        if self.file is None:
-            return
-        try:
-            sent = _SENDFILE(self._transport.fileno(), self.file.fileno(), self.offset,
-                             min(self.remaining, SEND_LIMIT))
-        except BlockingIOError:
-            self._wait()
-            return
-        except OSError as e:
-            if e.errno in _CLIENT_GONE:
-                # Close at once, as the transport does when its own send fails.
-                self._close()
-                self._transport.abortConnection()
-            else:
-                self._cut_short(f"sending the file failed ({e})")
-            return
-        if sent == 0:
-            self._cut_short(f"the file ended {self.remaining} bytes short of its Content-Length")
-            return
-        self.offset += sent
-        self.remaining -= sent
-        self.request.sentLength += sent
-        if self.remaining:
-            self._wait()
-            return
-        self._close()
-        self.request.unregisterProducer()
-        self.request.finish()
-
-    def pauseProducing(self) -> None:
-        # Nothing to pause: bytes are sent only when the transport resumes us.
-        pass
 
     def stopProducing(self) -> None:
         """The connection is lost: close the file; the request is over."""
         self._close()
 
-    # -- ending ----------------------------------------------------------------------
-
-    def _request_over(self, result: object) -> None:
-        self._close()  # only once the request is finished or its connection lost
+    def _sent(self) -> None:
+        """The whole part is sent."""
+        self._close()
+        self.request.unregister_producer()
+        self.request.finish()
 
     def _cut_short(self, why: str) -> None:
         """
@@ -190,11 +134,103 @@ class SendfileProducer:
         sees a body shorter than its Content-Length, never a wrong one.
         """
         _log.warn("{path}: {why}; closing the connection",
-                  path=self.request.uri.decode("latin-1"), why=why)
+                  path=self.request.target.decode("latin-1"), why=why)
         self._close()
-        self.request.loseConnection()
+        self.request.unregister_producer()
+        self.request.close_connection()
 
     def _close(self) -> None:
         file, self.file = self.file, None
         if file is not None:
             file.close()
+
+
+class SendfileProducer(_FileProducer):
+    """
+    Sends the part with C{os.sendfile} (see the module's docstring for how
+    it shares the transport).  Check L{usable} first.
+    """
+
+    def start(self) -> None:
+        """Write the head, then wait for the socket."""
+        request = self.request
+        request.register_producer(self)
+        request.write(b"")
+        request.channel.wait_until_writable()
+
+    def resumeProducing(self) -> None:
+        """The socket is ours until this returns: send what it takes."""
+        if self.file is None:
+            return
+        channel = self.request.channel
+        try:
+            sent = _SENDFILE(channel.transport.fileno(), self.file.fileno(), self.offset,
+                             min(self.remaining, SEND_LIMIT))
+        except BlockingIOError:
+            channel.wait_until_writable()
+            return
+        except OSError as e:
+            if e.errno in _CLIENT_GONE:
+                # Close at once, as the transport does when its own send fails.
+                self._close()
+                channel.abort()
+            else:
+                self._cut_short(f"sending the file failed ({e})")
+            return
+        if sent == 0:
+            self._cut_short(f"the file ended {self.remaining} bytes short of its Content-Length")
+            return
+        self.offset += sent
+        self.remaining -= sent
+        self.request.sent_directly(sent)
+        if self.remaining:
+            channel.wait_until_writable()
+        else:
+            self._sent()
+
+    def pauseProducing(self) -> None:
+        # Nothing to pause: bytes are sent only when the transport resumes us.
+        pass
+
+
+class FileSender(_FileProducer):
+    """
+    Sends the part through the transport, a block each time the client has
+    taken the last: where sendfile cannot be used (TLS).
+    """
+
+    def __init__(self, request: Request, file: BinaryIO, offset: int, count: int,
+                 block_size: int = BLOCK_SIZE) -> None:
+        super().__init__(request, file, offset, count)
+        self.block_size = block_size
+        self._paused = False
+
+    def start(self) -> None:
+        self.request.register_producer(self)  # paused at once if the client is not reading
+        if not self._paused:
+            self._send()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._send()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def _send(self) -> None:
+        """Write blocks until the transport says to wait, or the part is sent."""
+        while not self._paused and self.file is not None and self.remaining:
+            try:
+                block = os.pread(self.file.fileno(), min(self.block_size, self.remaining),
+                                 self.offset)
+            except OSError as e:
+                self._cut_short(f"reading the file failed ({e})")
+                return
+            if not block:
+                self._cut_short(f"the file ended {self.remaining} bytes short")
+                return
+            self.offset += len(block)
+            self.remaining -= len(block)
+            self.request.write(block)  # may pause this producer at once
+        if self.file is not None and not self.remaining:
+            self._sent()

@@ -22,7 +22,7 @@ from backtracweb.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
 from backtracweb.pool import WorkerPool
 from backtracweb.website import BacktracSite
-from backtracweb.wsgi import WSGIApplicationResource
+from backtracweb.wsgi import WSGIContainer
 
 _log = Logger(namespace="backtracweb.server")
 
@@ -146,7 +146,7 @@ class WebService(MultiService):
             application = self._load_app()
         except StartupError as e:
             raise fatal(e)
-        self.root.app = WSGIApplicationResource(self._reactor, self._pool, application)
+        self.root.app = WSGIContainer(self._reactor, self._pool, application)
         self.root.pool = self._pool
         # What exists now (the application, Django, Twisted: some 60,000
         # objects for a small site) lives as long as the process.  Frozen,

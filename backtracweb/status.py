@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from urllib.parse import parse_qs
 
-from twisted.web.server import Request
-
+from backtracweb.http.request import Request
 from backtracweb.pool import WorkerPool
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -19,10 +19,10 @@ _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 def snapshot(request: Request, pool: WorkerPool | None) -> dict:
     """The numbers the status page shows, as a plain dict."""
-    site = request.site
+    site = request.channel.site
     stats, settings = site.stats, site.settings
     now = time.time()
-    busy_connections = sum(1 for c in site.connections if c.requests)
+    busy_connections = sum(1 for c in site.connections if c.queue or c.receiving)
     return {
         "status": "draining" if site.draining else "serving",
         # With [server] workers, each process answers for itself.
@@ -85,26 +85,28 @@ def _label(value: str) -> str:
 
 def wants_prometheus(request: Request) -> bool:
     """C{?format=prometheus}, or an Accept header preferring text/plain over JSON."""
-    if request.args.get(b"format") == [b"prometheus"]:
+    if parse_qs(request.query.decode("latin-1")).get("format") == ["prometheus"]:
         return True
-    accept = (request.getHeader(b"accept") or b"").lower()
+    accept = (request.header(b"accept") or b"").lower()
     return b"text/plain" in accept and b"application/json" not in accept
 
 
-def render_status(request: Request, pool: WorkerPool | None) -> bytes:
+def render_status(request: Request, pool: WorkerPool | None) -> None:
     """Answer the status page: 403 unless allowed, 503 while draining."""
-    site = request.site
-    client = getattr(request.getClientAddress(), "host", "") or request.peer
-    request.setHeader(b"cache-control", b"no-store")
+    site = request.channel.site
+    client = request.client or request.peer
+    headers = request.response_headers = [(b"Cache-Control", b"no-store")]
     if client not in site.settings.status_allow:
-        request.setResponseCode(403)
-        request.setHeader(b"content-type", b"text/plain")
-        return b"Forbidden: this address may not read the status page ([status] allow).\n"
+        request.code = 403
+        headers.append((b"Content-Type", b"text/plain"))
+        request.respond(b"Forbidden: this address may not read the status page ([status] allow).\n")
+        return
     data = snapshot(request, pool)
     if site.draining:
-        request.setResponseCode(503)
+        request.code = 503
     if wants_prometheus(request):
-        request.setHeader(b"content-type", _PROMETHEUS)
-        return prometheus(data).encode("utf-8")
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(data, indent=2).encode("utf-8") + b"\n"
+        headers.append((b"Content-Type", _PROMETHEUS))
+        request.respond(prometheus(data).encode("utf-8"))
+        return
+    headers.append((b"Content-Type", b"application/json"))
+    request.respond(json.dumps(data, indent=2).encode("utf-8") + b"\n")

@@ -1,6 +1,8 @@
 """
-The site: Twisted's L{Site} with settings that can be swapped while it
-runs, an access log, counters for the status page, and a graceful drain.
+The site: the factory of HTTP connections every listening endpoint
+shares, with settings that can be swapped while it runs, the forwarding
+headers of trusted proxies, an access log, counters for the status page,
+and a graceful drain.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.web.server import Site
 
-from backtracweb.accesslog import AccessLog
-from backtracweb.channel import BacktracChannel
+from backtracweb.accesslog import AccessLog, Entry
+from backtracweb.http.channel import HTTPChannel
+from backtracweb.http.request import Request
 from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.request import BacktracRequest
-
 
 IDLE_LINGER = 0.25
 """
@@ -27,6 +28,9 @@ connection just accepted from the queue); closing it under that request
 fails it, and a proxy resends only idempotent ones.  Answered instead, with
 C{Connection: close}, it tells the proxy the connection is done.
 """
+
+_FORWARDING = (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+_SERVER_ERROR = b"Internal Server Error\n"
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,12 @@ class SiteSettings:
     access_log: AccessLog
     proxies: TrustedProxies
     max_body: int
+    max_request_line: int
+    max_header_field: int
     max_header_bytes: int
     max_headers: int
     idle_timeout: float
+    send_timeout: float
     max_queue: int
     status_path: bytes | None
     status_allow: Addresses
@@ -71,76 +78,99 @@ class Stats:
         self.bytes_sent += sent
 
 
-class BacktracSite(Site):
-    """
-    The site every listening endpoint shares.
+def entry(request: Request) -> Entry:
+    """A request as an access-log entry."""
+    return Entry(
+        client=request.client or "-",
+        started=request.started_at,
+        duration=time.monotonic() - request.started,
+        method=request.method,
+        path=request.target,
+        protocol=request.version,
+        host=request.host or request.header(b"host"),  # (a refused request's may be unchecked)
+        status=request.code,
+        sent=request.sent,
+        referrer=request.header(b"referer"),
+        user_agent=request.header(b"user-agent"),
+    )
 
-    It speaks HTTP/1.1 through L{BacktracChannel} directly: Twisted's
-    default wrapper exists to switch to HTTP/2, which needs an optional
-    library, and it hides the channel from the site.
+
+class BacktracSite(ServerFactory):
+    """
+    The site every listening endpoint shares: each connection is an
+    L{HTTPChannel}, whose requests this site hands to its C{resource}
+    (L{resource.SiteRoot}), the forwarding headers of a trusted proxy
+    applied first, and counts and logs once answered.
     """
 
-    displayTracebacks = False
     noisy = False
-    requestFactory = BacktracRequest
-    protocol = BacktracChannel
     _log = Logger()
     connections_changed: Callable[[int], None] | None = None
     """Told the number of open connections whenever it changes (by a worker)."""
 
-    def __init__(self, root, settings: SiteSettings, reactor) -> None:
-        super().__init__(root, reactor=reactor)
+    def __init__(self, resource, settings: SiteSettings, reactor) -> None:
+        self.resource = resource
         self.settings = settings
-        self.connections: set[BacktracChannel] = set()
+        self.reactor = reactor
+        self.connections: set[HTTPChannel] = set()
         self.stats = Stats()
         self.draining = False
         self._drained: Deferred[None] | None = None
 
-    def buildProtocol(self, addr):
-        channel = super().buildProtocol(addr)
-        settings = self.settings
-        channel.timeOut = channel.idle_timeout = settings.idle_timeout
-        channel.totalHeadersSize = settings.max_header_bytes
-        # One header line may be as long as all of them together.
-        channel.MAX_LENGTH = settings.max_header_bytes
-        channel.maxHeaders = settings.max_headers
+    def buildProtocol(self, addr) -> HTTPChannel:
+        channel = HTTPChannel(self)
+        channel.factory = self
         return channel
 
-    # -- connections --------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------
 
-    def connection_made(self, channel: BacktracChannel) -> None:
+    def handle(self, request: Request) -> None:
+        """Answer C{request}, whose head and (unless it waits for 100 Continue) body are in."""
+        proxies = self.settings.proxies
+        if proxies:
+            apply_forwarding(request, proxies)
+        try:
+            self.resource.handle(request)
+        except Exception:
+            self._log.failure("answering {method} {target} failed",
+                              method=request.method.decode("latin-1"),
+                              target=request.target.decode("latin-1"))
+            if request.started_writing:
+                request.close_connection()
+                request.finish()
+            else:
+                request.code, request.reason = 500, None
+                request.response_headers = [(b"Content-Type", b"text/plain")]
+                request.respond(_SERVER_ERROR)
+
+    def request_done(self, request: Request) -> None:
+        """Count a finished, refused or abandoned request and write its access-log line."""
+        self.stats.count(request.code, request.sent)
+        access_log = self.settings.access_log
+        if access_log.enabled:
+            access_log.write(entry(request))
+
+    def in_flight(self) -> list[Request]:
+        """The requests received whole and not yet answered in full."""
+        return [r for c in self.connections for r in c.queue if r.complete and r.refusal is None]
+
+    # -- connections --------------------------------------------------------------------
+
+    def connection_made(self, channel: HTTPChannel) -> None:
         self.connections.add(channel)
+        if self.draining:
+            channel.draining = True
         if self.connections_changed is not None:
             self.connections_changed(len(self.connections))
 
-    def connection_lost(self, channel: BacktracChannel) -> None:
+    def connection_lost(self, channel: HTTPChannel) -> None:
         self.connections.discard(channel)
         if self.connections_changed is not None:
             self.connections_changed(len(self.connections))
         if self._drained is not None and not self.connections and not self._drained.called:
             self._drained.callback(None)
 
-    def in_flight(self) -> list[BacktracRequest]:
-        """The requests received and not yet answered in full."""
-        return [r for c in self.connections for r in c.requests if r.received]
-
-    # -- logging --------------------------------------------------------------
-
-    def log(self, request: BacktracRequest) -> None:
-        """Count a finished (or abandoned) request and write its access-log line."""
-        self.stats.count(request.code, request.sentLength)
-        access_log = self.settings.access_log
-        if access_log.enabled:
-            access_log.write(request.entry())
-
-    def log_refused(self, channel: BacktracChannel, code: int, sent: int) -> None:
-        """Count a request the channel refused as it arrived, and write its line."""
-        self.stats.count(code, sent)
-        access_log = self.settings.access_log
-        if access_log.enabled:
-            access_log.write(channel.refused_entry(code, sent))
-
-    # -- stopping -------------------------------------------------------------
+    # -- stopping -------------------------------------------------------------------------
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -151,12 +181,8 @@ class BacktracSite(Site):
         """
         self.draining = True
         self._drained = Deferred()
-        for channel in list(self.connections):
-            if channel.requests:
-                channel.persistent = False  # closes once its response is done
-                for request in channel.requests:
-                    if not request.startedWriting:
-                        request.setHeader(b"connection", b"close")
+        for channel in self.connections:
+            channel.draining = True  # its next response says Connection: close, and is its last
         if not self.connections:
             self._drained.callback(None)
             return self._drained
@@ -173,23 +199,51 @@ class BacktracSite(Site):
 
     def _close_idle(self) -> None:
         # A request that arrived meanwhile keeps its connection until it is
-        # answered (with Connection: close, see BacktracChannel).
+        # answered (with Connection: close).
         for channel in list(self.connections):
-            if not channel.requests:
-                channel.transport.loseConnection()
+            if not channel.queue and not channel.receiving:
+                channel.close()
 
     def cut_short(self, timeout: float | None = None) -> None:
         """Abort every remaining connection, naming the requests cut short."""
         for request in self.in_flight():
-            client = getattr(request.getClientAddress(), "host", "-")
             after = f" after {timeout:g} s ([server] graceful_timeout)" if timeout is not None else ""
             self._log.warn(
                 "stopping: cut short {method} {path} from {client}{after}",
                 method=request.method.decode("latin-1"),
-                path=request.uri.decode("latin-1"),
-                client=client,
+                path=request.target.decode("latin-1"),
+                client=request.client or request.peer,
                 after=after,
             )
         for channel in list(self.connections):
-            channel.transport.abortConnection()
+            channel.abort()
 
+
+def apply_forwarding(request: Request, proxies: TrustedProxies) -> None:
+    """Believe a trusted proxy about the client, the scheme and the host of C{request}."""
+    headers = {}
+    for name, value in request.headers:
+        if name in _FORWARDING:
+            key = name.decode("ascii")
+            text = value.decode("latin-1")
+            headers[key] = headers[key] + "," + text if key in headers else text
+    forwarded = proxies.resolve(request.peer, headers) if headers else None
+    if forwarded is None:
+        return
+    if forwarded.client is not None:
+        request.client, request.client_port = forwarded.client, 0
+    if forwarded.scheme or forwarded.host:
+        secure = (forwarded.scheme or ("https" if request.secure else "http")) == "https"
+        host = forwarded.host.encode("latin-1") if forwarded.host else request.host
+        request.secure = secure
+        request.host = host
+        _, port = _split_port(host)
+        request.server_port = int(port) if port else (443 if secure else 80)
+
+
+def _split_port(host: bytes) -> tuple[bytes, bytes]:
+    """C{name:port} as C{(name, port)}; an IPv6 literal keeps its colons."""
+    name, _, port = host.rpartition(b":")
+    if not name or not port.isdigit() or host.endswith(b"]"):
+        return host, b""
+    return name, port

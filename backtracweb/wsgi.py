@@ -2,7 +2,7 @@
 The WSGI container: runs the application in the thread pool and hands its
 response to the reactor.
 
-Twisted's L{twisted.web.wsgi.WSGIResource} blocks the worker thread on the
+Twisted's own WSGI container blocks the worker thread on the
 reactor for every chunk it writes (C{blockingCallFromThread}), then hops to
 the reactor once more to finish: at least three thread switches for the
 smallest response, each costing a GIL hand-off.  Here a response the
@@ -13,6 +13,11 @@ without blocking, with real back-pressure from the transport.  Files the
 application returns through C{wsgi.file_wrapper} are sent by the reactor
 itself, without a thread hop per block, and with sendfile where the
 connection allows it (L{backtracweb.sendfile}).
+
+A request whose client went away before a thread was free to run it is
+dropped without calling the application; one whose client stops reading
+a streamed response for C{[limits] send_timeout} is cut off, and its
+thread freed (its iterator is closed).
 """
 
 from __future__ import annotations
@@ -22,28 +27,23 @@ import re
 import stat
 import threading
 from typing import Any, Callable, Iterable
+from urllib.parse import unquote_to_bytes
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NO_BODY_CODES
-from twisted.web.resource import IResource
-from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
-from zope.interface import implementer
 
 from backtracweb import sendfile
+from backtracweb.http.request import Request
+from backtracweb.sendfile import send_part
 
 _log = Logger(namespace="backtracweb.wsgi")
 
 SMALL_FILE = 64 * 1024
 """Wrapped files up to this size are read by the worker and sent at once."""
-BLOCK_SIZE = 512 * 1024
-"""Larger ones are sent by the reactor in blocks of this size."""
 
 # Chunks of a streaming response that may wait for the reactor at once.
 _IN_FLIGHT = 4
-_SKIP_HEADERS = frozenset({"server", "date"})  # Twisted sets its own
+_SKIP_HEADERS = frozenset({"server", "date"})  # the server sets its own
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\x20-\x7e\x80-\xff]*\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
@@ -89,15 +89,12 @@ class _ErrorStream:
 _ERRORS = _ErrorStream()
 
 
-@implementer(IResource)
-class WSGIApplicationResource:
+class WSGIContainer:
     """
     Serves every request it is given with a WSGI application run in
     C{pool}.  The application sees C{SCRIPT_NAME} empty and the whole
     decoded path as C{PATH_INFO}.
     """
-
-    isLeaf = True
 
     def __init__(self, reactor, pool, application: Callable) -> None:
         self._reactor = reactor
@@ -116,40 +113,34 @@ class WSGIApplicationResource:
         with self._done_lock:
             self._done += 1
 
-    def render(self, request: Request) -> int:
+    def handle(self, request: Request) -> None:
         self._started += 1
         _Response(self._reactor, self._application, request, self._request_done).start(self._pool)
-        return NOT_DONE_YET
-
-    def getChildWithDefault(self, name, request):  # pragma: no cover - isLeaf
-        raise RuntimeError("a WSGI application has no child resources")
-
-    def putChild(self, path, child):  # pragma: no cover - isLeaf
-        raise RuntimeError("a WSGI application has no child resources")
 
 
 def make_environ(request: Request) -> dict[str, Any]:
     """
     The WSGI environ for a request.  Called in the worker thread: the
-    request is complete and the reactor no longer changes what is read here.
+    reactor no longer changes what is read here.
     """
-    _, _, query = request.uri.partition(b"?")
-    client = request.client
+    path = request.path
+    if b"%" in path:
+        path = unquote_to_bytes(path)
     environ = {
         "REQUEST_METHOD": request.method.decode("latin-1"),
         "SCRIPT_NAME": "",
-        "PATH_INFO": (b"/" + b"/".join(request.postpath)).decode("latin-1"),
-        "QUERY_STRING": query.decode("latin-1"),
+        "PATH_INFO": path.decode("latin-1"),
+        "QUERY_STRING": request.query.decode("latin-1"),
         "CONTENT_TYPE": "",
         "CONTENT_LENGTH": "",
-        "SERVER_NAME": request.getRequestHostname().decode("latin-1"),
-        "SERVER_PORT": str(getattr(request.host, "port", "")),
-        "SERVER_PROTOCOL": request.clientproto.decode("latin-1"),
-        "REMOTE_ADDR": getattr(client, "host", ""),
-        "REMOTE_PORT": str(getattr(client, "port", "")),
+        "SERVER_NAME": request.server_name,
+        "SERVER_PORT": str(request.server_port),
+        "SERVER_PROTOCOL": request.version.decode("latin-1"),
+        "REMOTE_ADDR": request.client,
+        "REMOTE_PORT": str(request.client_port),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "https" if request.isSecure() else "http",
-        "wsgi.input": request.content,
+        "wsgi.url_scheme": "https" if request.secure else "http",
+        "wsgi.input": request.input,
         "wsgi.input_terminated": True,
         "wsgi.errors": _ERRORS,
         "wsgi.multithread": True,
@@ -157,16 +148,27 @@ def make_environ(request: Request) -> dict[str, Any]:
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
-    for name, values in request.requestHeaders.getAllRawHeaders():
+    for name, value in request.headers:
         key = _CGI_NAMES.get(name)
         if key is None:
             key = _cgi_name(name)
             if len(_CGI_NAMES) < _CGI_NAMES_KEPT:
                 _CGI_NAMES[name] = key
-        if key in _CGI_CONTENT:
-            environ[key] = values[0].decode("latin-1")
-        else:
-            environ[key] = b",".join(values).decode("latin-1")
+        text = value.decode("latin-1")
+        if key not in environ:
+            environ[key] = text
+        elif key in _CGI_CONTENT:
+            if not environ[key]:  # one value: the first
+                environ[key] = text
+        else:  # repeated: joined, as RFC 9110 5.3 allows
+            environ[key] += "," + text
+    if request.host:
+        # An absolute-form target's authority, or a trusted proxy's host.
+        environ["HTTP_HOST"] = request.host.decode("latin-1")
+    if request.content_length is not None:
+        # The body's length, also for a chunked body, kept whole before the
+        # application runs (frameworks read no body without it).
+        environ["CONTENT_LENGTH"] = str(request.content_length)
     return environ
 
 
@@ -185,7 +187,6 @@ def _cgi_name(name: bytes) -> str:
     return key if key in _CGI_CONTENT else "HTTP_" + key
 
 
-@implementer(IPushProducer)
 class _Response:
     """
     One request's trip through the application.  Everything prefixed
@@ -249,6 +250,9 @@ class _Response:
         self._send(data, finish=False)
 
     def run(self) -> None:
+        if self._gone:  # the client left while the request waited for a thread
+            self._done()
+            return
         result = None
         try:
             result = self._application(make_environ(self.request), self.start_response)
@@ -343,11 +347,10 @@ class _Response:
         status, header_list = headers
         code, _, reason = status.partition(" ")
         request = self.request
-        request.setResponseCode(int(code[:3]), reason.encode("latin-1"))
-        raw = request.responseHeaders
-        for name, value in header_list:
-            if name.lower() not in _SKIP_HEADERS:
-                raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        request.code, request.reason = int(code[:3]), reason.encode("latin-1")
+        request.response_headers = [(name.encode("latin-1"), value.encode("latin-1"))
+                                    for name, value in header_list
+                                    if name.lower() not in _SKIP_HEADERS]
 
     def _in_reactor_send(self, headers, data: bytes, finish: bool) -> None:
         if not finish:
@@ -358,18 +361,15 @@ class _Response:
         if headers is not None:
             self._in_reactor_headers(headers)
             if not finish:
-                request.registerProducer(self, True)
-            elif (request.method != b"HEAD" and request.code not in NO_BODY_CODES
-                  and not request.responseHeaders.hasHeader(b"content-length")):
-                # The whole body is here: its length spares the client the
-                # chunked encoding (waitress does the same).
-                request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(data)])
-        if data:
-            request.write(data)
+                request.register_producer(self)
         if finish:
             if request.producer is self:
-                request.unregisterProducer()
-            request.finish()
+                request.unregister_producer()
+            # A response sent whole gets its length (sparing the client
+            # the chunked encoding), in one write with its head.
+            request.respond(data)
+        else:
+            request.write(data)
 
     def _in_reactor_send_file(self, headers, file, remaining: int) -> None:
         if self._gone:
@@ -379,22 +379,11 @@ class _Response:
         request = self.request
         offset = file.tell()
         length = sendfile.declared_length(request)
-        if length is not None and sendfile.usable(request, length):
-            # From the file to the socket, without Python seeing the bytes.
-            # (A file shorter than the declared length is sent, then the
-            # connection closed: the client must not wait for the rest.)
-            sendfile.SendfileProducer(request, file, offset, length).start()
-            return
-        # Twisted's own file producer (TLS, or no Content-Length): reads on
-        # the reactor as the transport drains, finishes the request at the
-        # end of the file, or after Content-Length bytes if the application
-        # declared fewer than the file holds (PEP 3333: never more).
-        if length is not None and length < remaining:
-            producer = SingleRangeStaticProducer(request, file, offset, length)
-        else:
-            producer = NoRangeStaticProducer(request, file)
-        producer.bufferSize = BLOCK_SIZE
-        producer.start()
+        # What the application declared (PEP 3333: never more), else the
+        # rest of the file; sent from the file to the socket where the
+        # connection allows.  A file shorter than that is sent, then the
+        # connection closed: the client must not wait for the rest.
+        send_part(request, file, offset, remaining if length is None else length)
 
     def _in_reactor_fail(self, failure: Failure, headers_sent: bool) -> None:
         _log.failure("WSGI application error", failure=failure)
@@ -402,15 +391,12 @@ class _Response:
             return
         self._cut()
         request = self.request
-        if headers_sent or request.startedWriting:
-            request.loseConnection()
+        if headers_sent or request.started_writing:
+            request.close_connection()
         else:
-            request.setResponseCode(500)
-            request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain"])
-            request.responseHeaders.setRawHeaders(
-                b"content-length", [b"%d" % len(_SERVER_ERROR)])
-            request.write(_SERVER_ERROR)
-            request.finish()
+            request.code, request.reason = 500, None
+            request.response_headers = [(b"Content-Type", b"text/plain")]
+            request.respond(_SERVER_ERROR)
 
     # IPushProducer: the transport's flow control, relayed to the worker.
 

@@ -74,7 +74,7 @@ def main() -> None:
     from backtracweb.proxy import Addresses, TrustedProxies
     from backtracweb.resource import SiteRoot
     from backtracweb.website import BacktracSite, SiteSettings
-    from backtracweb.wsgi import WSGIApplicationResource
+    from backtracweb.wsgi import WSGIContainer
 
     if args.null_app:
         application = null_app
@@ -83,10 +83,11 @@ def main() -> None:
     reactor, pool = InlineReactor(), InlinePool()
     root = SiteRoot()
     root.pool = pool
-    root.app = WSGIApplicationResource(reactor, pool, application)
+    root.app = WSGIContainer(reactor, pool, application)
     settings = SiteSettings(
         routes=(), access_log=AccessLog("off").open(), proxies=TrustedProxies(()),
-        max_body=1 << 20, max_header_bytes=65536, max_headers=100, idle_timeout=60.0,
+        max_body=1 << 20, max_request_line=4096, max_header_field=8192,
+        max_header_bytes=65536, max_headers=100, idle_timeout=60.0, send_timeout=60.0,
         max_queue=100, status_path=None, status_allow=Addresses(()), graceful_timeout=30.0,
         config_file="-", loaded_at=time.time(),
     )

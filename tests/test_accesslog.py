@@ -4,7 +4,7 @@ what clients send, the three destinations (a file, twistd's log, off),
 reopening for logrotate, and the lines the site writes for real requests.
 
 No reactor runs: site requests are parsed by a real channel from bytes
-written to a L{StringTransport}, with a L{Clock} as the site's reactor.
+(see tests/helpers.py).
 """
 
 from __future__ import annotations
@@ -19,19 +19,12 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-from helpers import site_settings
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from helpers import Client, make_site
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
-from backtracweb import accesslog
-from backtracweb import request as request_module
+from backtracweb import accesslog, website
 from backtracweb.accesslog import COMBINED, FIELDS, AccessLog, Entry, template_errors
+from backtracweb.http import channel as channel_module
 from backtracweb.website import BacktracSite
 
 STARTED = calendar.timegm((2026, 11, 25, 18, 40, 0)) + 0.125
@@ -448,25 +441,22 @@ class TestTwistdLog:
 # -- lines the site writes ------------------------------------------------------------
 
 
-class Root(Resource):
+class Root:
     """Answers C{/slow} later (or never), anything else at once."""
 
-    isLeaf = True
-
     def __init__(self) -> None:
-        super().__init__()
         self.pending: list = []
 
-    def render(self, request):
+    def handle(self, request) -> None:
         if request.path == b"/slow":
             self.pending.append(request)
-            return NOT_DONE_YET
-        request.setResponseCode(201)
-        return b"created"
+            return
+        request.code = 201
+        request.respond(b"created")
 
 
 class FakeTime:
-    """Stands in for the C{time} module in L{backtracweb.request}."""
+    """Stands in for the C{time} module where requests are timed."""
 
     def __init__(self) -> None:
         self.now = STARTED
@@ -482,22 +472,14 @@ class FakeTime:
 @pytest.fixture
 def fake_time(monkeypatch) -> FakeTime:
     fake = FakeTime()
-    monkeypatch.setattr(request_module, "time", fake)
+    monkeypatch.setattr(channel_module, "time", fake)
+    monkeypatch.setattr(website, "time", fake)
     return fake
 
 
 def site_with_log(path, template="combined") -> tuple[BacktracSite, Root]:
     root = Root()
-    settings = site_settings(access_log=AccessLog(str(path), template).open())
-    return BacktracSite(root, settings, Clock()), root
-
-
-def connect(site):
-    peer = IPv4Address("TCP", "198.51.100.4", 40000)
-    channel = site.buildProtocol(peer)
-    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer)
-    channel.makeConnection(transport)
-    return channel, transport
+    return make_site(root, access_log=AccessLog(str(path), template).open()), root
 
 
 class TestSiteLines:
@@ -509,8 +491,7 @@ class TestSiteLines:
         """
         path = tmp_path / "access.log"
         site, _ = site_with_log(path)
-        channel, _ = connect(site)
-        channel.dataReceived(
+        Client(site).send(
             b"GET /a%20b?q=1 HTTP/1.1\r\nHost: example.com\r\nReferer: http://r/\r\n"
             b"User-Agent: test/1\r\n\r\n"
         )
@@ -525,8 +506,7 @@ class TestSiteLines:
         """C{{duration_ms}} runs from the request's arrival to its last byte."""
         path = tmp_path / "access.log"
         site, root = site_with_log(path, "{method} {path} {status} {duration_ms}")
-        channel, _ = connect(site)
-        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        Client(site).send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         fake_time.mono += 1.5
         [request] = root.pending
         request.write(b"done")
@@ -546,46 +526,45 @@ class TestSiteLines:
         """
         path = tmp_path / "access.log"
         site, _ = site_with_log(path, "{method} {path} {status} {bytes}")
-        channel, _ = connect(site)
-        channel.dataReceived(data)
-        channel.connectionLost(Failure(ConnectionDone()))
+        Client(site).send(data).lost()
         site.settings.access_log.close()
         assert path.read_text() == lines
         assert (site.stats.requests, site.stats.by_class["4xx"]) == counted
 
     @pytest.mark.parametrize("data, line", [
         (b"POST /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: up/1\r\nContent-Length: 5000\r\n\r\n",
-         "POST /upload HTTP/1.1 413 18 x up/1"),
-        (b"GET /a HTTP/1.1\r\nHost: x\r\nBad header line\r\n\r\n", "GET /a HTTP/1.1 400 12 x -"),
-        (b"GET /a /b HTTP/1.1\r\nHost: x\r\n\r\n", "- - - 400 12 - -"),
+         "POST /upload HTTP/1.1 413 x up/1"),
+        (b"GET /a HTTP/1.1\r\nHost: x\r\nBad header line\r\n\r\n", "GET /a HTTP/1.1 400 - -"),
+        (b"GET /a /b HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a - 400 - -"),
+        (b"GARBAGE\r\n\r\n", "- - - 400 - -"),
         (b"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-         "GET /a HTTP/1.1 400 12 x -"),
-    ], ids=["413", "bad-header", "bad-request-line", "bad-chunk"])
+         "GET /a HTTP/1.1 400 x -"),
+    ], ids=["413", "bad-header", "bad-request-line", "garbage", "bad-chunk"])
     def test_refused_request_logged_once(self, tmp_path, fake_time, data, line):
         """
         A request refused as it arrived is logged once, with what of it had
         arrived, the status and the bytes of the refusal's body, and counted.
         """
         path = tmp_path / "access.log"
-        site, _ = site_with_log(path, "{method} {path} {protocol} {status} {bytes} {host} "
-                                      "{user_agent}")
+        site, _ = site_with_log(path, "{method} {path} {protocol} {status} {host} {user_agent} "
+                                      "{bytes}")
         site.settings = replace(site.settings, max_body=100)
-        channel, _ = connect(site)
+        client = Client(site)
         with capturedLogs():
-            channel.dataReceived(data)
-        channel.connectionLost(Failure(ConnectionDone()))
+            client.send(data).lost()
         site.settings.access_log.close()
-        assert path.read_text() == line + "\n"
+        body_bytes = len(client.output.partition(b"\r\n\r\n")[2])
+        assert path.read_text() == f"{line} {body_bytes}\n"
         assert (site.stats.requests, site.stats.by_class["4xx"]) == (1, 1)
 
     def test_refusal_after_a_request_logs_not_the_previous_request_line(self, tmp_path, fake_time):
         """On a kept-alive connection, a malformed second request is not logged as the first."""
         path = tmp_path / "access.log"
         site, _ = site_with_log(path, "{method} {path} {status}")
-        channel, _ = connect(site)
+        client = Client(site)
         with capturedLogs():
-            channel.dataReceived(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            channel.dataReceived(b"GARBAGE\r\n\r\n")
+            client.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            client.send(b"GARBAGE\r\n\r\n")
         site.settings.access_log.close()
         assert path.read_text() == "GET /first 201\n- - 400\n"
 
@@ -596,11 +575,11 @@ class TestSiteLines:
         """
         first, second = tmp_path / "one.log", tmp_path / "two.log"
         site, _ = site_with_log(first, "{path}")
-        channel, _ = connect(site)
-        channel.dataReceived(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+        client = Client(site)
+        client.send(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
         old = site.settings.access_log
         site.settings = replace(site.settings, access_log=AccessLog(str(second), "{path}").open())
         old.close()
-        channel.dataReceived(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         site.settings.access_log.close()
         assert (first.read_text(), second.read_text()) == ("/before\n", "/after\n")

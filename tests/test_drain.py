@@ -3,78 +3,32 @@ Unit tests for L{BacktracSite.drain} and L{BacktracSite.cut_short}: how
 the site stops (SIGTERM) without cutting requests in flight short, unless
 they outlast C{[server] graceful_timeout}.
 
-No reactor runs: connections are real L{BacktracChannel}s over
-L{StringTransport}s, and the site's reactor is a L{Clock}.  A
-L{StringTransport} only records that it was closed, so the tests tell the
-channel its connection is gone, as the reactor would.
+No reactor runs (see tests/helpers.py).  A L{StringTransport} only
+records that it was closed, so the tests tell the channel its connection
+is gone, as the reactor would.
 """
 
 from __future__ import annotations
 
-from helpers import site_settings
+from helpers import Client, FakeReactor, Recorder, make_site
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.error import ConnectionAborted
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from backtracweb.website import IDLE_LINGER, BacktracSite
 
 TIMEOUT = 30.0
 
 
-class Root(Resource):
-    """C{/slow...} paths are answered by the test; others at once."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[bytes] = []
-        self.pending: list = []
-
-    def render(self, request):
-        self.calls.append(request.uri)
-        if request.path.startswith(b"/slow"):
-            self.pending.append(request)
-            return NOT_DONE_YET
-        return b"ok"
+def drained_site() -> tuple[BacktracSite, Recorder, FakeReactor]:
+    """A site with C{graceful_timeout = TIMEOUT}, its root and its clock."""
+    root, clock = Recorder(), FakeReactor()
+    return make_site(root, clock, graceful_timeout=TIMEOUT), root, clock
 
 
-def make_site() -> tuple[BacktracSite, Root, Clock]:
-    settings = site_settings(graceful_timeout=TIMEOUT)
-    clock, root = Clock(), Root()
-    return BacktracSite(root, settings, clock), root, clock
-
-
-class Conn:
-    """A client connection to the site."""
-
-    def __init__(self, site: BacktracSite, host: str = "198.51.100.4") -> None:
-        peer = IPv4Address("TCP", host, 40000)
-        self.channel = site.buildProtocol(peer)
-        self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer
-        )
-        self.channel.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> "Conn":
-        self.channel.dataReceived(data)
-        return self
-
-    def request(self, path: bytes) -> "Conn":
-        return self.send(b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting or self.transport.disconnected
-
-    def lost(self, reason=ConnectionDone) -> None:
-        """The connection went away, as the reactor would report after a close."""
-        self.channel.connectionLost(Failure(reason()))
+def connect(site: BacktracSite, host: str = "198.51.100.4") -> Client:
+    """A client connection to the site from C{host}."""
+    return Client(site, peer=IPv4Address("TCP", host, 40000))
 
 
 def fired(d) -> list:
@@ -83,14 +37,14 @@ def fired(d) -> list:
     return results
 
 
-def cut_short_calls(clock: Clock) -> list:
+def cut_short_calls(clock: FakeReactor) -> list:
     return [c for c in clock.getDelayedCalls() if c.func.__name__ == "cut_short"]
 
 
 class TestDrain:
     def test_empty_site(self):
         """A site without connections drains at once, leaving no timer."""
-        site, _, clock = make_site()
+        site, _, clock = drained_site()
         results = fired(site.drain(TIMEOUT))
         assert results == [None]
         assert site.draining
@@ -102,9 +56,9 @@ class TestDrain:
         L{IDLE_LINGER} seconds into the drain; the drain is done when the
         last of them is gone.
         """
-        site, _, clock = make_site()
-        fresh = Conn(site)
-        kept = Conn(site).request(b"/done")
+        site, _, clock = drained_site()
+        fresh = connect(site)
+        kept = connect(site).get(b"/done")
         assert not kept.closed
         results = fired(site.drain(TIMEOUT))
         clock.advance(IDLE_LINGER - 0.01)
@@ -126,8 +80,8 @@ class TestDrain:
         meeting a closed connection (which a proxy would not retry for a
         POST); the connection then closes.
         """
-        site, root, clock = make_site()
-        conn = Conn(site).request(b"/first")
+        site, root, clock = drained_site()
+        conn = connect(site).get(b"/first")
         results = fired(site.drain(TIMEOUT))
         conn.transport.clear()
         conn.send(b"POST /late HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n")
@@ -135,7 +89,7 @@ class TestDrain:
         assert response.startswith(b"HTTP/1.1 200 ")
         assert b"\r\nConnection: close\r\n" in response
         assert conn.closed
-        assert root.calls == [b"/first", b"/late"]
+        assert root.targets == [b"/first", b"/late"]
         conn.lost()
         assert results == [None]
         assert clock.getDelayedCalls() == []
@@ -146,11 +100,11 @@ class TestDrain:
         response says C{Connection: close}, the connection closes once it
         is sent, and then the drain is done.
         """
-        site, root, clock = make_site()
-        busy = Conn(site).request(b"/slow")
+        site, root, clock = drained_site()
+        busy = connect(site).get(b"/slow")
         results = fired(site.drain(TIMEOUT))
         assert not busy.closed
-        assert busy.channel.persistent is False
+        assert busy.channel.draining
         clock.advance(TIMEOUT - 1)
         assert results == [] and not busy.closed
         [request] = root.pending
@@ -171,8 +125,8 @@ class TestDrain:
         A response whose headers were already sent is not changed, and its
         connection still closes once it is complete.
         """
-        site, root, _ = make_site()
-        busy = Conn(site).request(b"/slow")
+        site, root, _ = drained_site()
+        busy = connect(site).get(b"/slow")
         [request] = root.pending
         request.write(b"part one, ")
         results = fired(site.drain(TIMEOUT))
@@ -185,8 +139,8 @@ class TestDrain:
 
     def test_mixed(self):
         """Idle connections close after a moment while busy ones finish; the drain waits for all."""
-        site, root, clock = make_site()
-        idle, busy = Conn(site), Conn(site).request(b"/slow")
+        site, root, clock = drained_site()
+        idle, busy = connect(site), connect(site).get(b"/slow")
         results = fired(site.drain(TIMEOUT))
         clock.advance(IDLE_LINGER)
         assert idle.closed and not busy.closed
@@ -203,13 +157,13 @@ class TestDrain:
         draining: the connection closes after the first response, which
         told the client so.
         """
-        site, root, _ = make_site()
-        busy = Conn(site).send(
+        site, root, _ = drained_site()
+        busy = connect(site).send(
             b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         site.drain(TIMEOUT)
         root.pending[0].finish()
-        assert root.calls == [b"/slow"]
+        assert root.targets == [b"/slow"]
         assert busy.closed
         assert busy.transport.value().count(b"HTTP/1.1 ") == 1
 
@@ -218,22 +172,22 @@ class TestDrain:
         Once draining, a finished request starts no new head deadline: the
         connection is closing.
         """
-        site, root, clock = make_site()
-        busy = Conn(site).request(b"/slow")
+        site, root, clock = drained_site()
+        busy = connect(site).get(b"/slow")
         site.drain(TIMEOUT)
         root.pending[0].finish()
-        assert busy.channel._head_since is None
+        assert busy.channel._idle_since is None
 
     def test_head_arriving_when_drain_starts(self):
         """
         A connection whose request head is still arriving when the drain
         starts is served, then closed after that response.
         """
-        site, root, _ = make_site()
-        arriving = Conn(site).send(b"GET /now HTTP/1.1\r\nHost: x\r\n")
+        site, root, _ = drained_site()
+        arriving = connect(site).send(b"GET /now HTTP/1.1\r\nHost: x\r\n")
         site.drain(TIMEOUT)
         arriving.send(b"\r\n")
-        assert root.calls == [b"/now"]
+        assert root.targets == [b"/now"]
         assert b"Connection: close" in arriving.transport.value()
         assert arriving.closed
 
@@ -245,12 +199,12 @@ class TestCutShort:
         cut short, naming method, path, client and the timeout, and every
         remaining connection is aborted; the drain is done once they are gone.
         """
-        site, root, clock = make_site()
-        first = Conn(site, "198.51.100.4").request(b"/slow/report?year=2026")
-        second = Conn(site, "203.0.113.9").send(
+        site, root, clock = drained_site()
+        first = connect(site, "198.51.100.4").get(b"/slow/report?year=2026")
+        second = connect(site, "203.0.113.9").send(
             b"POST /slow/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
         )
-        idle = Conn(site)
+        idle = connect(site)
         results = fired(site.drain(TIMEOUT))
         idle.lost()
         with capturedLogs() as events:
@@ -280,8 +234,8 @@ class TestCutShort:
         Called without a timeout (a second SIGTERM), C{cut_short} names the
         requests without mentioning the timeout, and aborts at once.
         """
-        site, _, clock = make_site()
-        busy = Conn(site).request(b"/slow")
+        site, _, clock = drained_site()
+        busy = connect(site).get(b"/slow")
         results = fired(site.drain(TIMEOUT))
         with capturedLogs() as events:
             site.cut_short()
@@ -296,8 +250,8 @@ class TestCutShort:
         A connection whose request has not fully arrived is aborted too,
         but there is no request to name yet.
         """
-        site, _, clock = make_site()
-        partial = Conn(site).send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
+        site, _, clock = drained_site()
+        partial = connect(site).send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
         assert site.in_flight() == []
         fired(site.drain(TIMEOUT))
         with capturedLogs() as events:
@@ -307,8 +261,8 @@ class TestCutShort:
 
     def test_abandoned_request_logged(self):
         """A request cut short is written to the access log as abandoned (499)."""
-        site, _, clock = make_site()
-        busy = Conn(site).request(b"/slow")
+        site, _, clock = drained_site()
+        busy = connect(site).get(b"/slow")
         site.drain(TIMEOUT)
         clock.advance(TIMEOUT)
         with capturedLogs():
@@ -319,24 +273,24 @@ class TestCutShort:
 class TestInFlight:
     def test_in_flight(self):
         """C{in_flight} lists the requests received and not yet answered."""
-        site, root, _ = make_site()
-        Conn(site).request(b"/done")
-        Conn(site).request(b"/slow")
-        Conn(site).send(b"GET /partial HTTP/1.1\r\n")
-        assert [r.uri for r in site.in_flight()] == [b"/slow"]
+        site, root, _ = drained_site()
+        connect(site).get(b"/done")
+        connect(site).get(b"/slow")
+        connect(site).send(b"GET /partial HTTP/1.1\r\n")
+        assert [r.target for r in site.in_flight()] == [b"/slow"]
 
     def test_answered_requests_leave(self):
         """A request answered in full is no longer in flight."""
-        site, root, _ = make_site()
-        Conn(site).request(b"/slow")
-        assert [r.uri for r in site.in_flight()] == [b"/slow"]
+        site, root, _ = drained_site()
+        connect(site).get(b"/slow")
+        assert [r.target for r in site.in_flight()] == [b"/slow"]
         root.pending[0].finish()
         assert site.in_flight() == []
 
     def test_connections_tracked(self):
         """The site knows each open connection until it is lost."""
-        site, _, _ = make_site()
-        a, b = Conn(site), Conn(site)
+        site, _, _ = drained_site()
+        a, b = connect(site), connect(site)
         assert site.connections == {a.channel, b.channel}
         a.lost()
         assert site.connections == {b.channel}

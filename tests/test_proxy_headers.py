@@ -1,7 +1,7 @@
 """
 Unit tests for L{backtracweb.proxy}: which peers are trusted, and who the
 client is when a trusted proxy says so in C{X-Forwarded-For} or RFC 7239
-C{Forwarded}; plus the same rules applied by the site's request class.
+C{Forwarded}; plus the same rules applied by the site to each request.
 
 No reactor runs: requests are parsed by a real channel from bytes written
 to a L{StringTransport}, with a L{Clock} as the site's reactor.
@@ -10,11 +10,8 @@ to a L{StringTransport}, with a L{Clock} as the site's reactor.
 from __future__ import annotations
 
 import pytest
-from helpers import site_settings
+from helpers import Client, make_site
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.web.resource import Resource
 
 from backtracweb.proxy import Addresses, Forwarded, TrustedProxies, parse_networks
 from backtracweb.website import BacktracSite
@@ -328,41 +325,28 @@ class TestForwarded:
 # -- through the site's request ------------------------------------------------------
 
 
-class Recorder(Resource):
-    """A root that records what each request says about its client."""
-
-    isLeaf = True
+class ClientRecorder:
+    """A root that records what each request says about its client, and answers it."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.seen: list[tuple] = []
 
-    def render(self, request):
-        self.seen.append(
-            (
-                request.getClientAddress().host,
-                request.isSecure(),
-                request.getRequestHostname(),
-                request.getHost().port,
-                request.peer,
-            )
-        )
-        return b"ok"
+    def handle(self, request) -> None:
+        self.seen.append((request.client, request.secure, request.server_name,
+                          request.server_port, request.peer))
+        request.respond(b"ok")
 
 
-def make_site(trusted: tuple[str, ...]) -> tuple[BacktracSite, Recorder]:
-    root = Recorder()
-    settings = site_settings(proxies=TrustedProxies(trusted))
-    return BacktracSite(root, settings, Clock()), root
+def forwarding_site(trusted: tuple[str, ...]) -> tuple[BacktracSite, ClientRecorder]:
+    root = ClientRecorder()
+    return make_site(root, proxies=TrustedProxies(trusted)), root
 
 
 def send(site: BacktracSite, peer, headers: bytes) -> bytes:
     """Send one request from C{peer}; return the raw response."""
-    channel = site.buildProtocol(peer)
-    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer)
-    channel.makeConnection(transport)
-    channel.dataReceived(b"GET / HTTP/1.0\r\nHost: backend:8080\r\n" + headers + b"\r\n")
-    return transport.value()
+    client = Client(site, peer=peer)
+    client.send(b"GET / HTTP/1.0\r\nHost: backend:8080\r\n" + headers + b"\r\n")
+    return client.output
 
 
 class TestRequestForwarding:
@@ -376,25 +360,25 @@ class TestRequestForwarding:
         Behind a trusted proxy the request's client, scheme and host are the
         ones the proxy reports; C{peer} keeps the proxy's address.
         """
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(site, IPv4Address("TCP", "10.0.0.1", 50000), self.HEADERS)
-        assert root.seen == [("203.0.113.5", True, b"www.example.com", 443, "10.0.0.1")]
+        assert root.seen == [("203.0.113.5", True, "www.example.com", 443, "10.0.0.1")]
 
     def test_untrusted_peer(self):
         """From an untrusted peer the same headers change nothing."""
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(site, IPv4Address("TCP", "198.51.100.66", 50000), self.HEADERS)
-        assert root.seen == [("198.51.100.66", False, b"backend", 8080, "198.51.100.66")]
+        assert root.seen == [("198.51.100.66", False, "backend", 8080, "198.51.100.66")]
 
     def test_ipv6_client(self):
         """A forwarded IPv6 client becomes the request's (IPv6) client address."""
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(site, IPv4Address("TCP", "10.0.0.1", 50000), b'Forwarded: for="[2001:db8::7]:1234"\r\n')
         assert root.seen[0][0] == "2001:db8::7"
 
     def test_ipv4_mapped_proxy(self):
         """A proxy connecting over IPv6 as C{::ffff:10.0.0.1} is trusted by C{10.0.0.0/8}."""
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(site, IPv6Address("TCP", "::ffff:10.0.0.1", 50000), b"X-Forwarded-For: 203.0.113.5\r\n")
         assert root.seen[0][0] == "203.0.113.5"
 
@@ -403,16 +387,16 @@ class TestRequestForwarding:
         A proxy on a unix socket is trusted with C{unix}; the request's peer
         is C{unix} and the client is the forwarded address.
         """
-        site, root = make_site(("unix",))
+        site, root = forwarding_site(("unix",))
         send(site, UNIXAddress(None), self.HEADERS)
-        assert root.seen == [("203.0.113.5", True, b"www.example.com", 443, "unix")]
+        assert root.seen == [("203.0.113.5", True, "www.example.com", 443, "unix")]
 
     def test_underscore_spoof_dropped(self):
         """
         C{X_Forwarded_For} is dropped before forwarding is resolved, so it
         cannot add a hop the trusted proxy did not write.
         """
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(
             site,
             IPv4Address("TCP", "10.0.0.1", 50000),
@@ -422,12 +406,12 @@ class TestRequestForwarding:
 
     def test_no_trusted_proxies(self):
         """Without C{[proxy] trusted}, forwarding headers are ignored and the peer is the client."""
-        site, root = make_site(())
+        site, root = forwarding_site(())
         send(site, IPv4Address("TCP", "10.0.0.1", 50000), self.HEADERS)
-        assert root.seen == [("10.0.0.1", False, b"backend", 8080, "10.0.0.1")]
+        assert root.seen == [("10.0.0.1", False, "backend", 8080, "10.0.0.1")]
 
     def test_trusted_peer_without_forwarding_headers(self):
         """A trusted proxy that sends no forwarding header leaves the request as it came."""
-        site, root = make_site(("10.0.0.0/8",))
+        site, root = forwarding_site(("10.0.0.0/8",))
         send(site, IPv4Address("TCP", "10.0.0.1", 50000), b"")
-        assert root.seen == [("10.0.0.1", False, b"backend", 8080, "10.0.0.1")]
+        assert root.seen == [("10.0.0.1", False, "backend", 8080, "10.0.0.1")]

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Client
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from backtracweb.config import load_config
 from backtracweb.loader import build_service
@@ -191,7 +190,8 @@ class TestReload:
         assert new.access_log.template == "{status}"
         assert (new.max_body, new.idle_timeout) == (10 * 1024 * 1024, 5.0)
         assert sorted(segments for segments, _ in new.routes) == [[b"media"], [b"static"]]
-        assert {d.path for _, d in new.routes} == {str(site_dir / "static"), str(site_dir / "media")}
+        assert {d.path for _, d in new.routes} == {os.fsencode(site_dir / "static"),
+                                                   os.fsencode(site_dir / "media")}
         assert messages(events)[-1] == (
             LogLevel.info,
             f"reload: done; changed: [log] access_log {site_dir}/logs/access.log -> "
@@ -201,14 +201,17 @@ class TestReload:
         )
         new.access_log.close()
 
-    def test_new_connections_get_new_limits(self, site_dir):
-        """Connections made after a reload take the new limits."""
+    def test_requests_get_new_limits(self, site_dir):
+        """Requests read after a reload are held to the new limits."""
         service, _, _ = build(site_dir)
         write_config(site_dir, limits={"max_headers": "7", "max_header_bytes": "2K"})
         with capturedLogs():
             service.reload("SIGHUP")
-        channel = service.web.site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
-        assert (channel.maxHeaders, channel.totalHeadersSize) == (7, 2048)
+        client = Client(service.web.site)
+        with capturedLogs() as events:
+            client.get(b"/", *(b"X-%d: v" % n for n in range(7)))
+        assert client.statuses() == [431]
+        assert "more header fields than [limits] max_headers = 7" in formatEvent(events[0])
         service.web.site.settings.access_log.close()
 
     def test_nothing_changed(self, site_dir):
@@ -245,8 +248,9 @@ class TestReload:
             (LogLevel.error, f"reload: {path}: [threadpool] max = '0': expected an integer of "
                              "at least 1"),
             (LogLevel.error, f"reload: {path}: [limits] max_bodyy is not a known key (did you "
-                             "mean max_body?); known keys: max_body, max_header_bytes, "
-                             "max_headers, idle_timeout, max_queue"),
+                             "mean max_body?); known keys: max_body, max_request_line, "
+                             "max_header_field, max_header_bytes, max_headers, idle_timeout, "
+                             "send_timeout, max_queue"),
             (LogLevel.error, f"reload: 3 problem(s) in the configuration; nothing changed, "
                              f"still serving with {path} as loaded at {when(service)}"),
         ]
@@ -546,18 +550,16 @@ class TestReopenLogs:
 # -- stopping ------------------------------------------------------------------------------
 
 
-class Slow(Resource):
+class Slow:
     """An application that answers only when the test says."""
 
-    isLeaf = True
+    in_flight = 0
 
     def __init__(self) -> None:
-        super().__init__()
         self.pending: list = []
 
-    def render(self, request):
+    def handle(self, request):
         self.pending.append(request)
-        return NOT_DONE_YET
 
 
 class TestStop:

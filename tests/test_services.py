@@ -57,7 +57,7 @@ from backtracweb.resource import SiteRoot, StaticDirectory
 from backtracweb.server import ListeningService, WebService
 from backtracweb.service import BacktracService
 from backtracweb.website import IDLE_LINGER, BacktracSite, SiteSettings
-from backtracweb.wsgi import WSGIApplicationResource
+from backtracweb.wsgi import WSGIContainer
 
 REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "btw_svc_app"
@@ -288,7 +288,7 @@ class TestSiteSettings:
             [(segments, directory)] = settings.routes
             assert segments == [b"static"]
             assert isinstance(directory, StaticDirectory)
-            assert directory.path == str(tmp_path / "static")
+            assert directory.path == os.fsencode(tmp_path / "static")
             assert isinstance(settings.access_log, AccessLog)
             assert settings.access_log.destination == str(tmp_path / "logs" / "access.log")
             assert settings.access_log.template == "{client} {status}"
@@ -402,7 +402,7 @@ class TestStart:
         C{startService} starts C{min} daemon worker threads under the batch
         scheduling policy, imports the application, freezes what exists for
         the garbage collector, installs the application on the site root as
-        a L{WSGIApplicationResource} running in the pool, gives the root the
+        a L{WSGIContainer} running in the pool, gives the root the
         pool to watch, takes over
         SIGHUP and SIGUSR1 at once and SIGTERM and SIGINT once the reactor
         runs; stopping the tree joins the workers.
@@ -424,7 +424,7 @@ class TestStart:
             # What was loaded is frozen: the collector's full passes skip it.
             assert gc.get_freeze_count() > 1000
             assert APP_MODULE in sys.modules
-            assert isinstance(web.root.app, WSGIApplicationResource)
+            assert isinstance(web.root.app, WSGIContainer)
             assert web.root.app._application is sys.modules[APP_MODULE].application
             assert web.root.app._pool is pool
             assert web.root.app.in_flight == 0
@@ -480,7 +480,7 @@ class TestStart:
                 while not transport.disconnecting:
                     reactor.runOneFromThread()
             head, _, body = transport.value().partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
             assert body.startswith(b"/a/b?x=1 in backtracweb-")
             channel.connectionLost(Failure(ConnectionDone()))
         finally:
@@ -569,7 +569,7 @@ class TestStart:
         channel, transport = connect(web.site)
         with capturedLogs():
             channel.dataReceived(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        assert transport.value().startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+        assert transport.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert transport.value().endswith(b"\r\n\r\nThe application is not loaded yet.\n")
 
 
@@ -779,7 +779,6 @@ class TestWebService:
         for listening in web:
             assert isinstance(listening, StreamServerEndpointService)
             assert listening._raiseSynchronously is True
-        assert web.site.displayTracebacks is False
 
 
 # -- the twistd plugin's options and service maker --------------------------------------

@@ -3,10 +3,9 @@ Unit tests for the status page (L{backtracweb.status}) as L{SiteRoot}
 serves it, and for SiteRoot's overload check, which the status page must
 get past.
 
-No reactor runs: requests are real L{BacktracRequest}s parsed by a real
-channel from bytes written to a L{StringTransport}; the site's reactor is
-a L{Clock}.  Thread pools are fakes, or real ones never started (work
-handed to an unstarted L{WorkerPool} waits in its queue).
+No reactor runs: requests are parsed by a real channel from bytes (see
+tests/helpers.py).  Thread pools are fakes, or real ones never started
+(work handed to an unstarted L{WorkerPool} waits in its queue).
 """
 
 from __future__ import annotations
@@ -19,13 +18,9 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-from helpers import site_settings
+from helpers import Client, FakeReactor, site_settings
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from backtracweb import resource as resource_module
 from backtracweb import status as status_module
@@ -33,7 +28,7 @@ from backtracweb.pool import WorkerPool
 from backtracweb.proxy import Addresses
 from backtracweb.resource import SiteRoot
 from backtracweb.website import BacktracSite
-from backtracweb.wsgi import WSGIApplicationResource
+from backtracweb.wsgi import WSGIContainer
 
 LOADED_AT = calendar.timegm((2026, 11, 25, 18, 40, 0))
 NOW = LOADED_AT + 100.0
@@ -60,19 +55,16 @@ class FakePool:
         self.threads = [None] * workers
 
 
-class App(Resource):
+class App:
     """
     The application: C{/missing} is 404, C{/slow} is answered later.
 
-    Like the real L{WSGIApplicationResource} it counts its requests in
-    flight, which the overload check reads: those answered later, and
-    C{held} more that the test says are busy or waiting in the pool.
+    Like the real L{WSGIContainer} it counts its requests in flight, which
+    the overload check reads: those answered later, and C{held} more that
+    the test says are busy or waiting in the pool.
     """
 
-    isLeaf = True
-
     def __init__(self, held: int = 0) -> None:
-        super().__init__()
         self.calls: list[bytes] = []
         self.pending: list = []
         self.held = held
@@ -81,15 +73,16 @@ class App(Resource):
     def in_flight(self) -> int:
         return self.held + len(self.pending)
 
-    def render(self, request):
-        self.calls.append(request.uri)
+    def handle(self, request) -> None:
+        self.calls.append(request.target)
         if request.path == b"/slow":
             self.pending.append(request)
-            return NOT_DONE_YET
+            return
         if request.path == b"/missing":
-            request.setResponseCode(404)
-            return b"not found"
-        return b"hello"
+            request.code = 404
+            request.respond(b"not found")
+            return
+        request.respond(b"hello")
 
 
 def hello(environ, start_response):
@@ -99,7 +92,7 @@ def hello(environ, start_response):
 
 
 class QueueingReactor:
-    """The part of the reactor L{WSGIApplicationResource} uses; calls wait for L{run_all}."""
+    """The part of the reactor L{WSGIContainer} uses; calls wait for L{run_all}."""
 
     def __init__(self) -> None:
         self.calls: list = []
@@ -149,29 +142,23 @@ def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]
     else:
         root.app = None
     root.pool = pool
-    site = BacktracSite(root, settings, Clock())
+    site = BacktracSite(root, settings, FakeReactor())
     site.stats.started = STARTED
     return site, root
 
 
-class Client:
+class PageClient(Client):
     """A connection to the site, sending HTTP/1.1 requests one at a time."""
 
     def __init__(self, site: BacktracSite, peer=LOCAL) -> None:
-        self.channel = site.buildProtocol(peer)
-        self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer
-        )
-        self.channel.makeConnection(self.transport)
+        super().__init__(site, peer=peer)
 
-    def get(self, path: bytes, *headers: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    def fetch(self, path: bytes, *headers: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
         """Send a GET and parse the response it got (only what it wrote since)."""
         self.transport.clear()
-        self.channel.dataReceived(
-            b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n"
-            + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
-        )
-        head, _, body = self.transport.value().partition(b"\r\n\r\n")
+        self.send(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n"
+                  + b"".join(h + b"\r\n" for h in headers) + b"\r\n")
+        head, _, body = self.output.partition(b"\r\n\r\n")
         status, *lines = head.split(b"\r\n")
         parsed = {}
         for line in lines:
@@ -181,7 +168,7 @@ class Client:
 
 
 def status_json(site, peer=LOCAL, path=b"/-/status") -> dict:
-    code, headers, body = Client(site, peer).get(path)
+    code, headers, body = PageClient(site, peer).fetch(path)
     assert code == 200, body
     assert headers[b"content-type"] == b"application/json"
     return json.loads(body)
@@ -259,7 +246,7 @@ class TestJSON:
     def test_headers(self):
         """The page is never cached, and is indented JSON ending with a newline."""
         site, _ = make_site(pool=FakePool())
-        code, headers, body = Client(site).get(b"/-/status")
+        code, headers, body = PageClient(site).fetch(b"/-/status")
         assert headers[b"cache-control"] == b"no-store"
         assert body.endswith(b"}\n") and body.startswith(b'{\n  "status": "serving"')
 
@@ -283,10 +270,10 @@ class TestJSON:
         counted; open and busy connections are counted (this one included).
         """
         site, _ = make_site(pool=FakePool())
-        idle = Client(site)
-        assert idle.get(b"/")[0] == 200
-        assert idle.get(b"/missing")[0] == 404
-        busy = Client(site)
+        idle = PageClient(site)
+        assert idle.fetch(b"/")[0] == 200
+        assert idle.fetch(b"/missing")[0] == 404
+        busy = PageClient(site)
         busy.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         data = status_json(site)
         assert data["requests"] == 2
@@ -302,31 +289,31 @@ class TestJSON:
     def test_other_paths_go_to_the_application(self):
         """Only the exact status path is the page: C{/-/status/} and C{/-/statusx} are the app's."""
         site, root = make_site(pool=FakePool(queued=0))
-        client = Client(site)
-        assert client.get(b"/-/status/")[2] == b"hello"
-        assert client.get(b"/-/statusx")[2] == b"hello"
+        client = PageClient(site)
+        assert client.fetch(b"/-/status/")[2] == b"hello"
+        assert client.fetch(b"/-/statusx")[2] == b"hello"
         assert root.app.calls == [b"/-/status/", b"/-/statusx"]
 
     def test_off(self):
         """With C{[status] path = off} the path belongs to the application."""
         site, root = make_site(pool=FakePool(queued=0), status_path=None)
-        assert Client(site).get(b"/-/status")[2] == b"hello"
+        assert PageClient(site).fetch(b"/-/status")[2] == b"hello"
         assert root.app.calls == [b"/-/status"]
 
     def test_before_application_loaded(self):
         """The page answers before the application is loaded (app paths get 503)."""
         site, _ = make_site(pool=None, app=False)
-        client = Client(site)
+        client = PageClient(site)
         assert status_json(site)["status"] == "serving"
-        assert client.get(b"/")[0] == 503
+        assert client.fetch(b"/")[0] == 503
 
     def test_settings_read_per_request(self):
         """A reload that moves the page applies to the next request."""
         site, root = make_site(pool=FakePool(queued=0))
         site.settings = replace(site.settings, status_path=b"/healthz")
-        client = Client(site)
-        assert client.get(b"/-/status")[2] == b"hello"
-        code, headers, _ = client.get(b"/healthz")
+        client = PageClient(site)
+        assert client.fetch(b"/-/status")[2] == b"hello"
+        code, headers, _ = client.fetch(b"/healthz")
         assert (code, headers[b"content-type"]) == (200, b"application/json")
 
 
@@ -337,7 +324,7 @@ class TestPrometheus:
     def test_format_parameter(self):
         """C{?format=prometheus} answers Prometheus' text format, version 0.0.4."""
         site, _ = make_site(pool=FakePool())
-        code, headers, body = Client(site).get(b"/-/status?format=prometheus")
+        code, headers, body = PageClient(site).fetch(b"/-/status?format=prometheus")
         assert code == 200
         assert headers[b"content-type"] == b"text/plain; version=0.0.4; charset=utf-8"
         assert body.decode() == PROMETHEUS.format(up=1)
@@ -345,7 +332,7 @@ class TestPrometheus:
     def test_accept_text_plain(self):
         """C{Accept: text/plain} (without application/json) answers the same text."""
         site, _ = make_site(pool=FakePool())
-        code, headers, body = Client(site).get(b"/-/status", b"Accept: text/plain;version=0.0.4;q=1")
+        code, headers, body = PageClient(site).fetch(b"/-/status", b"Accept: text/plain;version=0.0.4;q=1")
         assert headers[b"content-type"] == b"text/plain; version=0.0.4; charset=utf-8"
         assert body.decode() == PROMETHEUS.format(up=1)
 
@@ -356,22 +343,22 @@ class TestPrometheus:
     def test_json_otherwise(self, accept):
         """An Accept header that allows JSON, or does not ask for text/plain, gets JSON."""
         site, _ = make_site(pool=FakePool())
-        _, headers, _ = Client(site).get(b"/-/status", b"Accept: " + accept)
+        _, headers, _ = PageClient(site).fetch(b"/-/status", b"Accept: " + accept)
         assert headers[b"content-type"] == b"application/json"
 
     def test_draining(self):
         """While draining, C{backtracweb_up} is 0 and the answer is 503."""
         site, _ = make_site(pool=FakePool())
-        client = Client(site)
+        client = PageClient(site)
         site.draining = True
-        code, _, body = client.get(b"/-/status?format=prometheus")
+        code, _, body = client.fetch(b"/-/status?format=prometheus")
         assert code == 503
         assert body.decode() == PROMETHEUS.format(up=0)
 
     def test_label_escaped(self):
         """Label values are escaped as the text format requires (C{\\\\}, C{\\"}, C{\\n})."""
         site, _ = make_site(pool=FakePool(), config_file='/etc/back"trac\\.ini')
-        _, _, body = Client(site).get(b"/-/status?format=prometheus")
+        _, _, body = PageClient(site).fetch(b"/-/status?format=prometheus")
         assert b'backtracweb_config_info{file="/etc/back\\"trac\\\\.ini",' in body
 
 
@@ -382,7 +369,7 @@ class TestAccess:
     def test_client_not_allowed(self):
         """A client not in C{[status] allow} gets 403 with a reason, and no numbers."""
         site, _ = make_site(pool=FakePool())
-        code, headers, body = Client(site, REMOTE).get(b"/-/status")
+        code, headers, body = PageClient(site, REMOTE).fetch(b"/-/status")
         assert (code, body) == (403, FORBIDDEN)
         assert headers[b"content-type"] == b"text/plain"
         assert headers[b"cache-control"] == b"no-store"
@@ -390,28 +377,28 @@ class TestAccess:
     def test_prometheus_not_allowed(self):
         """The Prometheus text is refused the same way."""
         site, _ = make_site(pool=FakePool())
-        code, _, body = Client(site, REMOTE).get(b"/-/status?format=prometheus")
+        code, _, body = PageClient(site, REMOTE).fetch(b"/-/status?format=prometheus")
         assert (code, body) == (403, FORBIDDEN)
 
     def test_network_allowed(self):
         """A CIDR block in C{allow} admits its addresses."""
         site, _ = make_site(pool=FakePool(), status_allow=Addresses(["198.51.100.0/24"]))
         assert status_json(site, REMOTE)["status"] == "serving"
-        assert Client(site, LOCAL).get(b"/-/status")[0] == 403
+        assert PageClient(site, LOCAL).fetch(b"/-/status")[0] == 403
 
     def test_unix_socket_client(self):
         """C{unix} in C{allow} admits clients on a unix socket; without it they are refused."""
         site, _ = make_site(pool=FakePool(), status_allow=Addresses(["unix"]))
         assert status_json(site, UNIXAddress(None))["status"] == "serving"
         site.settings = replace(site.settings, status_allow=Addresses(["127.0.0.1"]))
-        assert Client(site, UNIXAddress(None)).get(b"/-/status")[0] == 403
+        assert PageClient(site, UNIXAddress(None)).fetch(b"/-/status")[0] == 403
 
     def test_draining(self):
         """While the server drains, the page answers 503 with C{status: draining}."""
         site, _ = make_site(pool=FakePool())
-        client = Client(site)
+        client = PageClient(site)
         site.draining = True
-        code, headers, body = client.get(b"/-/status")
+        code, headers, body = client.fetch(b"/-/status")
         assert code == 503
         assert headers[b"content-type"] == b"application/json"
         assert json.loads(body)["status"] == "draining"
@@ -445,7 +432,7 @@ class TestOverload:
         """
         site, root = make_site(pool=FakePool(max=4, busy=4, queued=1), max_queue=1)
         with capturedLogs() as events:
-            code, headers, body = Client(site).get(b"/app")
+            code, headers, body = PageClient(site).fetch(b"/app")
         assert (code, body) == (503, OVERLOADED)
         assert headers[b"retry-after"] == b"5"
         assert headers[b"content-type"] == b"text/plain"
@@ -459,7 +446,7 @@ class TestOverload:
         """One place left (busy + queued = max + max_queue - 1): the application is called."""
         site, root = make_site(pool=FakePool(max=4, busy=4, queued=0), max_queue=1)
         with capturedLogs() as events:
-            assert Client(site).get(b"/app")[0] == 200
+            assert PageClient(site).fetch(b"/app")[0] == 200
         assert root.app.calls == [b"/app"]
         assert events == []
 
@@ -471,14 +458,14 @@ class TestOverload:
         """
         pool = WorkerPool(0, 2)
         site, root = make_site(pool=pool, max_queue=1)
-        root.app = WSGIApplicationResource(QueueingReactor(), pool, hello)
-        waiting = [Client(site) for _ in range(3)]
+        root.app = WSGIContainer(QueueingReactor(), pool, hello)
+        waiting = [PageClient(site) for _ in range(3)]
         for client in waiting:
             client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
         assert root.app.in_flight == 3
         assert all(client.transport.value() == b"" for client in waiting)
         with capturedLogs() as events:
-            assert Client(site).get(b"/app")[0] == 503
+            assert PageClient(site).fetch(b"/app")[0] == 503
         assert [formatEvent(e) for e in events] == [warning(0, 3, 2, 1)]
         assert root.app.in_flight == 3
 
@@ -490,16 +477,16 @@ class TestOverload:
         pool = HoldingPool(max=1)
         reactor = QueueingReactor()
         site, root = make_site(pool=pool, max_queue=1)
-        root.app = WSGIApplicationResource(reactor, pool, hello)
-        first, second = Client(site), Client(site)
+        root.app = WSGIContainer(reactor, pool, hello)
+        first, second = PageClient(site), PageClient(site)
         for client in (first, second):
             client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
         assert root.app.in_flight == 2
         with capturedLogs():
-            assert Client(site).get(b"/app")[0] == 503
+            assert PageClient(site).fetch(b"/app")[0] == 503
         pool.run_next()
         assert root.app.in_flight == 1
-        third = Client(site)
+        third = PageClient(site)
         third.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
         assert root.app.in_flight == 2
         assert site.stats.refused_overload == 1
@@ -509,15 +496,15 @@ class TestOverload:
     def test_warning_at_most_every_ten_seconds(self, monotonic):
         """The warning is logged at most once per 10 seconds, however many are refused."""
         site, _ = make_site(pool=FakePool(max=1, busy=1, queued=0), max_queue=0)
-        client = Client(site)
+        client = PageClient(site)
         with capturedLogs() as events:
-            client.get(b"/a")
+            client.fetch(b"/a")
             monotonic.now += 5
-            client.get(b"/b")
+            client.fetch(b"/b")
             monotonic.now += 4.9
-            client.get(b"/c")
+            client.fetch(b"/c")
             monotonic.now += 0.1
-            client.get(b"/d")
+            client.fetch(b"/d")
         assert [formatEvent(e) for e in events] == [warning(1, 0, 1, 0)] * 2
         assert site.stats.refused_overload == 4
 
@@ -526,7 +513,7 @@ class TestOverload:
         monotonic.now = 5.0
         site, _ = make_site(pool=FakePool(max=1, busy=1, queued=0), max_queue=0)
         with capturedLogs() as events:
-            Client(site).get(b"/a")
+            PageClient(site).fetch(b"/a")
         assert [formatEvent(e) for e in events] == [warning(1, 0, 1, 0)]
 
     def test_status_answered_when_saturated(self, monotonic):
@@ -535,9 +522,9 @@ class TestOverload:
         needs a thread), and shows the refusals.
         """
         site, _ = make_site(pool=FakePool(max=4, busy=4, queued=9), max_queue=1)
-        client = Client(site)
+        client = PageClient(site)
         with capturedLogs():
-            assert client.get(b"/app")[0] == 503
+            assert client.fetch(b"/app")[0] == 503
         data = status_json(site)
         assert data["pool"]["busy"] == 4 and data["pool"]["queued"] == 9
         assert data["refused_overload"] == 1

@@ -281,7 +281,7 @@ def test_unix_socket_request_without_host_gets_a_server_name(listen_daemon, shor
     daemon.start()
     data = unix_exchange(sock, b"GET /environ HTTP/1.0\r\n\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 200 ")
+    assert head.startswith(b"HTTP/1.1 200 ")  # the server's version (RFC 9110 2.5)
     environ = json.loads(body)
     assert environ["SERVER_PORT"]
     assert environ["SERVER_NAME"] != ""

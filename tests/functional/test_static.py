@@ -173,14 +173,13 @@ def test_missing_file_is_404_not_the_app(site):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_other_methods_on_a_static_file_are_refused(site, method):
     """
-    POST to a static file is 405 allowing only GET and HEAD; PUT and DELETE
-    are 501 (Twisted's answer for methods it does not know); none of them
-    reaches the app or returns the file.
+    Any method but GET and HEAD on a static file is 405 allowing only GET
+    and HEAD (RFC 9110 15.5.6); none of them reaches the app or returns the
+    file.
     """
     response, body = site.request(method, "/static/a.txt", body=b"data")
-    assert response.status == (405 if method == "POST" else 501)
-    if method == "POST":
-        assert set(response.getheader("Allow").replace(" ", "").split(",")) == {"GET", "HEAD"}
+    assert response.status == 405
+    assert set(response.getheader("Allow").replace(" ", "").split(",")) == {"GET", "HEAD"}
     assert not body.startswith(b"testapp")
     assert TEXT not in body
 
@@ -200,7 +199,7 @@ def test_directory_with_slash_is_404_without_listing(site, path):
 def test_directory_without_slash_redirects_without_listing(site, path):
     """
     A directory asked without its trailing slash (the bare prefix included)
-    is a 302 to the slash form, served by Twisted, not the app, naming no
+    is a 302 to the slash form, served by the static mapping, not the app, naming no
     file.
     """
     response, body = site.get(path)
