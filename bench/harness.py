@@ -1,13 +1,14 @@
 """
 The benchmark harness: backtracweb against Twisted's own web server,
-gunicorn and waitress, all serving the Django project in bench/site, and
-against two yardsticks: the in-process ceiling (bench/inprocess.py, no
-server at all) and the floor (bench/servers/floor.py, the least work any
-pure-Python server does).
+gunicorn, waitress, and two servers that parse HTTP natively (uWSGI and
+granian), all serving the Django project in bench/site, and against two
+yardsticks: the in-process ceiling (bench/inprocess.py, no server at
+all) and the floor (bench/servers/floor.py, the least work any pure-Python
+server does).
 
 Run it through bench/run, which prepares bench/.venv and wrk first:
 
-    bench/run                     # full: 3 rounds of 5 s per test (13 to 16 minutes)
+    bench/run                     # full: 3 rounds of 5 s per test (about 22 minutes)
     bench/run --quick             # smoke test: 1 round of 3 s
     bench/run --only backtracweb,waitress --endpoints tiny,page
 
@@ -51,9 +52,19 @@ WORK = BENCH / ".work"
 RESULTS = BENCH / "results"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/
 TAC = BENCH / "servers" / "twisted_plain.tac"
+PACE = BENCH / "pace.lua"
 FLOOR = BENCH / "servers" / "floor.py"
 
 THREADS = 10  # the pool size every server gets, unless its description says otherwise
+# wrk has one CPU (one thread, pinned).  When it uses this much of it, it is
+# the busy side: req/s is then what wrk can take rather than what the server
+# can give (a fast server on the 1 MB file), and on loopback the kernel also
+# charges wrk with part of the server's sending: what the server queued is
+# transmitted as wrk's reads open the window, inside those reads (perf: a
+# third of wrk's CPU in tcp_write_xmit on backtracweb's 1 MB file, 7% on
+# gunicorn's), so the server's CPU/req drops too.  The report marks such
+# rows; the paced endpoints compare servers at one load instead.
+CLIENT_BOUND = 0.90
 FILES = {"file-10k.bin": 10 * 1024, "file-1m.bin": 1024 * 1024}
 
 
@@ -67,11 +78,15 @@ class Endpoint:
     size: int | None = None  # expected body size, checked before measuring
     reference: str = "backtracweb"  # the server the others are compared with
     close: bool = False  # a new connection for every request (wrk sends Connection: close)
+    # Paced: each connection waits this many ms before each request (bench/pace.lua), so every
+    # server gets about the same load, below what any of them or wrk can take; the servers are
+    # then compared by CPU/req, not req/s (see CLIENT_BOUND).
+    pause_ms: int = 0
 
     @property
-    def load(self) -> tuple[int, bool]:
+    def load(self) -> tuple[int, bool, int]:
         """What wrk does: two endpoints with one path and one load are measured once."""
-        return self.connections, self.close
+        return self.connections, self.close, self.pause_ms
 
 
 ENDPOINTS = [
@@ -81,6 +96,10 @@ ENDPOINTS = [
     Endpoint("io-c10", "GET /io: the same IO-bound view with as many clients as threads", 10),
     Endpoint("static-10k", "A 10 KB static file, served by the server itself", 10, FILES["file-10k.bin"]),
     Endpoint("static-1m", "A 1 MB static file, served by the server itself", 10, FILES["file-1m.bin"]),
+    Endpoint("static-1m-paced", "The same 1 MB file at the same load for every server (each of the "
+             "10 connections waits 10 ms before each request: about 850 req/s, below what the servers "
+             "and wrk can take), compared by the server's CPU per request", 10, FILES["file-1m.bin"],
+             pause_ms=10),
     Endpoint("whitenoise-10k", "A 10 KB file sent by the application (WhiteNoise middleware)", 10,
              FILES["file-10k.bin"]),
     Endpoint("whitenoise-1m", "A 1 MB file sent by the application (WhiteNoise middleware)", 10,
@@ -154,6 +173,26 @@ class Server:
             return [*gunicorn, "--worker-class", "gthread", "--threads", str(THREADS), wsgi], {}
         if self.name == "waitress":
             return [str(BIN / "waitress-serve"), f"--listen={bind}", f"--threads={THREADS}", wsgi], env
+        if self.name == "uwsgi":
+            # One process and no master: the process taskset starts is the
+            # worker, and SIGTERM to it is a graceful stop.  --route-run
+            # fixcl: gives the responses Django sends without a length (all
+            # but WhiteNoise's) a Content-Length: on --http11-socket, uWSGI
+            # keeps the connection open after a response of unknown length,
+            # so the client waits for the close until --socket-timeout (4 s).
+            # --tcp-nodelay: without it, a 10 KB file on a reused connection
+            # (head by write, body by sendfile) stalls 40 ms on Nagle and the
+            # client's delayed ACK.
+            return [str(BIN / "uwsgi"), "--http11-socket", bind, "--processes", "1",
+                    "--threads", str(THREADS), "--enable-threads", "--single-interpreter",
+                    "--disable-logging", "--tcp-nodelay", "--route-run", "fixcl:",
+                    "--static-map", f"/static={STATIC}", "--pythonpath", str(SITE),
+                    "--module", wsgi, "--need-app"], {}
+        if self.name == "granian":
+            return [str(BIN / "granian"), "--interface", "wsgi", "--http", "1", "--host", "127.0.0.1",
+                    "--port", str(port), "--workers", "1", "--blocking-threads", str(THREADS),
+                    "--no-ws", "--no-access-log", "--static-path-route", "/static",
+                    "--static-path-mount", str(STATIC), wsgi], env
         if self.name == "floor":
             return [str(BIN / "python"), str(FLOOR), "--port", str(port), "--app", wsgi], env
         raise AssertionError(self.name)
@@ -195,12 +234,16 @@ _STATIC_PATHS = {"static-10k": "/static/file-10k.bin", "static-1m": "/static/fil
 _ROOT_PATHS = {"static-10k": "/file-10k.bin", "static-1m": "/file-1m.bin"}
 _WHITENOISE_AS_STATIC = {"static-10k": "/whitenoise/file-10k.bin", "static-1m": "/whitenoise/file-1m.bin"}
 _TWO_CPUS = {"tiny-2cpu": "/tiny", "tiny-2cpu-close": "/tiny"}
+# static-1m at one load, for issue #4's pair only (each paced test adds about
+# 20 s to a full run); add a server's path here to pace it too.
+_PACED = {"backtracweb": "/static/file-1m.bin", "gunicorn-gthread": "/whitenoise/file-1m.bin"}
 
 SERVERS = [
     Server("backtracweb", f"twistd backtracweb, daemonized; [threadpool] min = max = {THREADS}, "
            "[log] access_log = off, [static] /static = bench/site/static",
-           _app(_STATIC_PATHS), daemon=True,
-           notes={"static-10k": "[static] mapping", "static-1m": "[static] mapping"}),
+           _app({**_STATIC_PATHS, "static-1m-paced": _PACED["backtracweb"]}), daemon=True,
+           notes={"static-10k": "[static] mapping", "static-1m": "[static] mapping",
+                  "static-1m-paced": "[static] mapping"}),
     Server("twistd-web-wsgi", "twistd web --wsgi, daemonized: Twisted's own, as shipped "
            "(access log on, into twistd's log; its pool is 5 to 20 threads, which no option sets)",
            _app({"tiny-logged": "/tiny"}, skip=("io", "io-c10")), daemon=True),
@@ -224,9 +267,28 @@ SERVERS = [
     Server("gunicorn-sync-logged", "gunicorn, 1 sync worker as above, with --access-logfile "
            "(a file)", {"tiny-logged": "/tiny"}, daemon=False),
     Server("gunicorn-gthread", f"gunicorn, 1 gthread worker with {THREADS} threads",
-           _app(_WHITENOISE_AS_STATIC), daemon=False,
-           notes={"static-10k": "WhiteNoise, sendfile", "static-1m": "WhiteNoise, sendfile"}),
+           _app({**_WHITENOISE_AS_STATIC, "static-1m-paced": _PACED["gunicorn-gthread"]}),
+           daemon=False,
+           notes={"static-10k": "WhiteNoise, sendfile", "static-1m": "WhiteNoise, sendfile",
+                  "static-1m-paced": "WhiteNoise, sendfile"}),
     Server("waitress", f"waitress-serve --threads={THREADS}", _app(), daemon=False),
+    # The two that parse HTTP natively (C, Rust) and call the same Django
+    # application; each serves static-* with its own static-file support.
+    Server("uwsgi", f"uWSGI --http11-socket (its own HTTP/1.1 parser in C, keep-alive): one process "
+           f"without a master, --threads {THREADS}, --disable-logging (no line per request), "
+           "--tcp-nodelay, --route-run fixcl: (a Content-Length on Django's responses, without "
+           "which a kept-alive connection hangs after each until --socket-timeout), "
+           "--static-map /static=bench/site/static (sendfile). Not run on /io: a thread keeps "
+           f"its keep-alive connection, so {THREADS} of the 50 clients are served and the other 40 "
+           "wait (wrk would report the 10 alone)",
+           _app(_STATIC_PATHS, skip=("io",)), daemon=False,
+           notes={"static-10k": "--static-map", "static-1m": "--static-map"}),
+    Server("granian", f"granian --interface wsgi --http 1 (its own HTTP parser in Rust): 1 worker "
+           f"(plus granian's supervising process), --blocking-threads {THREADS} (the threads that "
+           "run the application), --no-access-log, --no-ws, --static-path-mount "
+           "bench/site/static at /static",
+           _app(_STATIC_PATHS), daemon=False,
+           notes={"static-10k": "--static-path-mount", "static-1m": "--static-path-mount"}),
     # The least work any pure-Python server does per request; only the fast
     # views: one thread would stall on /io, and it serves no files.
     Server("floor", "bench/servers/floor.py: not a server, the yardstick: one thread, the "
@@ -448,6 +510,7 @@ class Sample:
     rss_kib: int
     others_cpu: float  # CPUs' worth of time other processes used during the run
     cpu_us: float = float("nan")  # the server's CPU time (user + system) per request, in µs
+    wrk_cpu: float = float("nan")  # CPUs' worth of time wrk used (user + system), of its one CPU
 
 
 def parse_wrk(output: str) -> dict:
@@ -470,10 +533,12 @@ def parse_wrk(output: str) -> dict:
 
 
 def wrk_command(pin: list[str], connections: int, seconds: int, url: str,
-                close: bool = False) -> list[str]:
+                close: bool = False, pause_ms: int = 0) -> list[str]:
     header = ["-H", "Connection: close"] if close else []
+    script = ["-s", str(PACE)] if pause_ms else []
+    script_args = ["--", str(pause_ms)] if pause_ms else []
     return [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s",
-            *header, url]
+            *header, *script, url, *script_args]
 
 
 def busy_ticks() -> int:
@@ -509,7 +574,8 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
     """
     url = f"http://127.0.0.1:{running.port}{path}"
     if args.warmup > 0:
-        subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.warmup, url, endpoint.close),
+        subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.warmup, url, endpoint.close,
+                                   endpoint.pause_ms),
                        capture_output=True, text=True, check=True)
         time.sleep(settle(endpoint))
     sampler = RssSampler(running.pid)
@@ -520,7 +586,7 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk = subprocess.run(wrk_command(wrk_pin, endpoint.connections, args.duration, url,
-                                         endpoint.close),
+                                         endpoint.close, endpoint.pause_ms),
                              capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, now reaped
     finally:
@@ -537,7 +603,8 @@ def measure(running: Running, path: str, endpoint: Endpoint, args, wrk_pin: list
         raise subprocess.CalledProcessError(wrk.returncode, wrk.args, out, err)
     parsed = parse_wrk(out)
     cpu_us = server_seconds / parsed["requests"] * 1e6 if parsed["requests"] else float("nan")
-    return Sample(rss_kib=peak, others_cpu=max(0.0, others / elapsed), cpu_us=cpu_us, **parsed)
+    return Sample(rss_kib=peak, others_cpu=max(0.0, others / elapsed), cpu_us=cpu_us,
+                  wrk_cpu=wrk_seconds / elapsed, **parsed)
 
 
 def settle(endpoint: Endpoint) -> float:
@@ -652,7 +719,8 @@ def machine() -> dict[str, str]:
         info["memory"] = "unknown"
     info["kernel"] = f"{platform.system()} {platform.release()}"
     info["Python"] = platform.python_version()
-    for package in ("backtracweb", "Twisted", "Django", "gunicorn", "waitress", "whitenoise"):
+    for package in ("backtracweb", "Twisted", "Django", "gunicorn", "waitress", "whitenoise", "uWSGI",
+                    "granian"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -688,6 +756,10 @@ def fmt_us(x: float | None) -> str:
     return "-" if x is None or x != x else f"{x:,.0f} µs"
 
 
+def fmt_share(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
 def ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
@@ -701,6 +773,7 @@ def summarize(samples: list[Sample]) -> dict:
         "p50_ms": statistics.median(s.p50_ms for s in samples),
         "p99_ms": statistics.median(s.p99_ms for s in samples),
         "cpu_us": statistics.median(s.cpu_us for s in samples),
+        "wrk_cpu": statistics.median(s.wrk_cpu for s in samples),
         "socket_errors": sum(s.socket_errors for s in samples),
         "non_2xx": sum(s.non_2xx for s in samples),
         "requests": sum(s.requests for s in samples),
@@ -720,6 +793,8 @@ TARGETS = [
     ("static-10k", "twisted-static-nolog", 1.2,
      "static 10 KB: >= 1.2x static.File with its access log off too (stricter)"),
     ("static-1m", "gunicorn-gthread", 1.0, "static 1 MB: >= 1.0x WhiteNoise under gunicorn"),
+    ("static-1m-paced", "gunicorn-gthread", 1.0,
+     "static 1 MB at one load: gunicorn + WhiteNoise's CPU/req >= 1.0x backtracweb's"),
     ("tiny-2cpu", "backtracweb-1w", 1.8, "2 workers on 2 CPUs: >= 1.8x one worker"),
     ("tiny-2cpu", "gunicorn-gthread-2w", 1.0, "2 workers on 2 CPUs: >= 1.0x gunicorn gthread, 2 workers"),
 ]
@@ -742,10 +817,14 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
       "summed over the rounds; RSS is the peak resident memory of the server's process tree "
       "during a measurement (largest of the rounds); CPU/req is the server's own CPU time (user + "
       "system, all its processes) per request wrk counted (median over the rounds; only the "
-      "server's own time, so another workload moves it less than req/s); others' CPU is the CPU time that processes "
+      "server's own time, so another workload moves it less than req/s); wrk CPU is the share of "
+      "its one CPU that wrk used (user + system, median over the rounds): at "
+      f"{CLIENT_BOUND:.0%} or more, wrk is the busy side and req/s is what it can take, not what "
+      "the server can give (marked *wrk-bound*); others' CPU is the CPU time that processes "
       "other than the server, wrk and the harness used during a measurement, in CPUs' worth "
       "(largest of the rounds; on a shared machine, the noise to read the row against); the last "
-      "column is backtracweb's median req/s divided by this row's.")
+      "column is backtracweb's median req/s divided by this row's, or for a paced endpoint (one "
+      "load for every server) this row's CPU/req divided by backtracweb's.")
     w("")
     w(f"A measurement during which other processes took more than {args.max_noise:.0%} of a CPU "
       f"was repeated (up to twice, keeping the least disturbed attempt, within {args.retry_budget:.0f} s "
@@ -765,25 +844,41 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         w(f"## {endpoint.name}: {endpoint.title}")
         w("")
         close = ' -H "Connection: close"' if endpoint.close else ""
-        w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency{close}`")
+        paced = f" -s bench/pace.lua URL -- {endpoint.pause_ms}" if endpoint.pause_ms else ""
+        w(f"`wrk -t1 -c{endpoint.connections} -d{args.duration}s --latency{close}{paced}`")
         w("")
-        w("| server | req/s | range | p50 | p99 | CPU/req | errors | non-2xx | peak RSS | others' CPU "
-          f"| {endpoint.reference} / this |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        ours = rows.get(endpoint.reference, {}).get("rps") if rows else None
+        last = (f"CPU/req: this / {endpoint.reference}" if endpoint.pause_ms
+                else f"{endpoint.reference} / this")
+        w("| server | req/s | range | p50 | p99 | CPU/req | wrk CPU | errors | non-2xx | peak RSS "
+          f"| others' CPU | {last} |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ours = rows.get(endpoint.reference, {}) if rows else {}
+        bound = []
         for name, s in (rows or {}).items():
             note = SERVER_BY_NAME[name].notes.get(endpoint.name)
             label = f"{name} ({note})" if note else name
+            if s.get("wrk_cpu", 0.0) >= CLIENT_BOUND:
+                label += " *wrk-bound*"
+                bound.append(name)
+            compared = (ratio(s.get("cpu_us"), ours.get("cpu_us")) if endpoint.pause_ms
+                        else ratio(ours.get("rps"), s["rps"]))
             w(f"| {label} | {fmt_int(s['rps'])} | {fmt_int(s['rps_min'])}-{fmt_int(s['rps_max'])} | "
               f"{fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {fmt_us(s.get('cpu_us'))} | "
-              f"{s['socket_errors']} | {s['non_2xx']} | "
-              f"{s['rss_mib']:.0f} MiB | {s['others_cpu']:.0%} | {ratio(ours, s['rps'])} |")
+              f"{fmt_share(s.get('wrk_cpu'))} | {s['socket_errors']} | {s['non_2xx']} | "
+              f"{s['rss_mib']:.0f} MiB | {s['others_cpu']:.0%} | {compared} |")
+        ours = ours.get("rps")
         if endpoint.name in ceilings:
             c = ceilings[endpoint.name]
             w(f"| in-process ceiling (Django's WSGI handler in a loop, no server) | "
-              f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | | "
+              f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | | | "
               f"{ceiling_noise.get(endpoint.name, 0.0):.0%} | "
               f"{ratio(ours, statistics.median(c))} |")
+        if bound:
+            w("")
+            w(f"*wrk-bound*: wrk used {CLIENT_BOUND:.0%} or more of its CPU on {', '.join(bound)}; "
+              "there req/s is what wrk can take, and part of the server's sending is charged to wrk "
+              "(so the server's CPU/req is low too). Compare servers on such an endpoint by a paced "
+              "measurement (the same load for each, by CPU/req) rather than by this table's req/s.")
         floor = rows.get("floor", {}).get("rps") if rows else None
         if ours and floor and endpoint.name in ceilings:
             w("")
@@ -797,12 +892,23 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
     checks = []
     for endpoint, peer, minimum, text in TARGETS:
         rows = results.get(endpoint, {})
-        ours = rows.get(ENDPOINT_BY_NAME[endpoint].reference, {}).get("rps")
-        theirs = (statistics.median(ceilings[endpoint]) if peer == "ceiling" and endpoint in ceilings
-                  else rows.get(peer, {}).get("rps"))
+        mine = rows.get(ENDPOINT_BY_NAME[endpoint].reference, {})
+        other = rows.get(peer, {})
+        if ENDPOINT_BY_NAME[endpoint].pause_ms:  # the same load: the peer's CPU/req over ours
+            ours, theirs = other.get("cpu_us"), mine.get("cpu_us")
+        else:
+            ours = mine.get("rps")
+            theirs = (statistics.median(ceilings[endpoint]) if peer == "ceiling" and endpoint in ceilings
+                      else other.get("rps"))
         if ours and theirs:
             got = ours / theirs
-            checks.append(f"| {text} | {got:.2f} | {'met' if got >= minimum else 'not met'} |")
+            verdict = "met" if got >= minimum else "not met"
+            busy = [f"{n} {s['wrk_cpu']:.0%}" for n, s in ((ENDPOINT_BY_NAME[endpoint].reference, mine),
+                                                          (peer, other))
+                    if s.get("wrk_cpu", 0.0) >= CLIENT_BOUND]
+            if busy:
+                verdict += f" (wrk-bound: wrk CPU on {', '.join(busy)}; req/s measures wrk there)"
+            checks.append(f"| {text} | {got:.2f} | {verdict} |")
     io_rows = results.get("io", {})
     if io_rows.get("backtracweb"):
         got = io_rows["backtracweb"]["rps"] / (THREADS / 0.05)
@@ -832,7 +938,8 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
     w("")
     w(f"    {shlex.join(wrk_command(['taskset', '-c', 'W'], 10, args.duration, 'http://127.0.0.1:PORT/PATH'))}")
     w("")
-    w("with -c50 for /io. The in-process ceiling ran as "
+    w("with -c50 for /io, and `-s bench/pace.lua URL -- PAUSE_MS` for a paced endpoint. "
+      "The in-process ceiling ran as "
       f"`taskset -c S python bench/inprocess.py --path /tiny --seconds {args.duration}`.")
     w("")
     for name, (command, env) in commands.items():
@@ -855,8 +962,9 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
-        description="Benchmark backtracweb against Twisted's web server, gunicorn and waitress on "
-                    "the same Django project (bench/site). Results: stdout and bench/results/latest.md.",
+        description="Benchmark backtracweb against Twisted's web server, gunicorn, waitress, uWSGI "
+                    "and granian on the same Django project (bench/site). Results: stdout and "
+                    "bench/results/latest.md.",
         epilog="bench/run --memory [--help] runs issue #4's memory check instead (bench/memory.py).",
     )
     parser.add_argument("--quick", action="store_true",
@@ -976,6 +1084,7 @@ def main(argv: list[str]) -> int:
                         samples.setdefault((server.name, path, endpoint.load), []).append(sample)
                         print(f"  {server.name:20} {endpoint.name:15} {sample.rps:10,.0f} req/s  "
                               f"p99 {fmt_ms(sample.p99_ms):>9}  CPU/req {fmt_us(sample.cpu_us):>8}  "
+                              f"wrk CPU {fmt_share(sample.wrk_cpu):>4}  "
                               f"errors {sample.socket_errors}  "
                               f"non-2xx {sample.non_2xx}  RSS {sample.rss_kib / 1024:.0f} MiB  "
                               f"others {sample.others_cpu:.0%}",
