@@ -40,7 +40,7 @@ from typing import BinaryIO, Callable
 from twisted.logger import Logger
 
 from backtracweb.http.request import NO_CONTENT_CODES, Request
-from backtracweb.http.transport import is_plain_socket
+from backtracweb.http.transport import is_plain_socket, unsent_bytes
 
 SMALL_FILE = 64 * 1024
 """Parts up to this size are read whole and sent with the head, in one write."""
@@ -152,11 +152,14 @@ class SendfileProducer(_FileProducer):
     """
 
     def start(self) -> None:
-        """Write the head, then wait for the socket."""
+        """Write the head, then send what the socket takes, or wait for it."""
         request = self.request
         request.register_producer(self)
         request.write(b"")
-        request.channel.wait_until_writable()
+        if unsent_bytes(request.channel.transport):
+            request.channel.wait_until_writable()
+        else:  # the head is in the socket already
+            self.resumeProducing()
 
     def resumeProducing(self) -> None:
         """The socket is ours until this returns: send what it takes."""

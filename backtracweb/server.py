@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
-from backtracweb.pool import WorkerPool
+from backtracweb.pool import ReactorCalls, WorkerPool
 from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIContainer
 
@@ -146,7 +146,7 @@ class WebService(MultiService):
             application = self._load_app()
         except StartupError as e:
             raise fatal(e)
-        self.root.app = WSGIContainer(self._reactor, self._pool, application)
+        self.root.app = WSGIContainer(ReactorCalls(self._reactor), self._pool, application)
         self.root.pool = self._pool
         # What exists now (the application, Django, Twisted: some 60,000
         # objects for a small site) lives as long as the process.  Frozen,

@@ -48,6 +48,9 @@ _STATUS = re.compile(r"[1-5][0-9][0-9] [\x20-\x7e\x80-\xff]*\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 _SERVER_ERROR = b"Internal Server Error\n"
+# Header names checked already: applications send the same few.  Bounded.
+_TOKENS: set[str] = set()
+_TOKENS_KEPT = 256
 
 
 class FileWrapper:
@@ -238,10 +241,15 @@ class _Response:
                     and isinstance(header[0], str) and isinstance(header[1], str)):
                 raise TypeError(f"a header must be a (str, str) tuple, not {header!r}")
             # What cannot go on the wire fails here, in the application's
-            # thread, as a 500, not later on the reactor.
-            if not (_TOKEN.match(header[0]) and _VALUE.match(header[1])):
+            # thread, as a 500, not later on the reactor.  (Printable ASCII,
+            # what nearly every value is, is checked without the pattern.)
+            name, value = header
+            if not (name in _TOKENS or _TOKEN.match(name)) or not (
+                    value.isascii() and value.isprintable() or _VALUE.match(value)):
                 raise ValueError(f"header {header!r} cannot be sent: names are tokens, values "
                                  "latin-1 text without control characters (encode others)")
+            if len(_TOKENS) < _TOKENS_KEPT:
+                _TOKENS.add(name)
         self._status, self._headers = status, list(headers)
         return self._write
 

@@ -291,3 +291,24 @@ def fetch(site: BacktracSite, target: bytes = b"/", *headers: bytes,
         run_pending()
     [response] = parse_responses(client.output, [method])
     return response
+
+
+class Filling:
+    """
+    Makes a client's transport full after each write, as a real one is
+    when the client does not keep up: the channel (its producer) is
+    paused, as Twisted's transport pauses its producer.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.writes: list[int] = []
+        transport = client.transport
+        write = transport.write
+
+        def full(data: bytes) -> None:
+            self.writes.append(len(data))
+            write(data)
+            client.channel.pauseProducing()
+
+        transport.write = full
+        transport.writeSequence = lambda pieces: full(b"".join(pieces))

@@ -51,7 +51,7 @@ from backtracweb.accesslog import AccessLog
 from backtracweb.config import Config, load_config
 from backtracweb.errors import AppLoadError, ConfigError, StartupError
 from backtracweb.loader import build_service, make_site_settings
-from backtracweb.pool import STOP_TIMEOUT, ThreadPoolService, make_pool
+from backtracweb.pool import STOP_TIMEOUT, ReactorCalls, ThreadPoolService, make_pool
 from backtracweb.proxy import Addresses, TrustedProxies
 from backtracweb.resource import SiteRoot, StaticDirectory
 from backtracweb.server import ListeningService, WebService
@@ -428,7 +428,9 @@ class TestStart:
             assert web.root.app._application is sys.modules[APP_MODULE].application
             assert web.root.app._pool is pool
             assert web.root.app.in_flight == 0
-            assert web.root.app._reactor is reactor
+            # Its responses cross to this reactor, a wake-up for what is queued.
+            assert isinstance(web.root.app._reactor, ReactorCalls)
+            assert web.root.app._reactor._reactor is reactor
             assert web.root.pool is pool
             assert top.running and pool_service.running and web.running
             assert len(reactor.tcpServers) == 1
@@ -1067,3 +1069,81 @@ def wait_for(predicate) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.001)
+
+
+# -- calls from the pool's threads to the reactor ---------------------------------------
+
+
+class RecordingReactor:
+    """A reactor whose C{callFromThread} only keeps the calls (each one a wake-up)."""
+
+    def __init__(self) -> None:
+        self.wakeups: list = []
+
+    def callFromThread(self, f, *args) -> None:
+        self.wakeups.append((f, args))
+
+    def run(self) -> None:
+        wakeups, self.wakeups = self.wakeups, []
+        for f, args in wakeups:
+            f(*args)
+
+
+class TestReactorCalls:
+    def test_one_wakeup_for_the_calls_made_meanwhile(self):
+        """Calls made while the reactor has not yet run them wake it once; they run in order."""
+        reactor, ran = RecordingReactor(), []
+        calls = ReactorCalls(reactor)
+        for n in range(3):
+            calls.callFromThread(ran.append, n)
+        assert len(reactor.wakeups) == 1 and ran == []
+        reactor.run()
+        assert ran == [0, 1, 2]
+        calls.callFromThread(ran.append, 3)
+        assert len(reactor.wakeups) == 1
+        reactor.run()
+        assert ran == [0, 1, 2, 3]
+
+    def test_a_call_made_while_running_wakes_it_again(self):
+        """A call made by a call (or by a thread meanwhile) is not lost: it runs too."""
+        reactor, ran = RecordingReactor(), []
+        calls = ReactorCalls(reactor)
+        calls.callFromThread(lambda: (ran.append("first"), calls.callFromThread(ran.append, "then")))
+        reactor.run()
+        assert ran == ["first", "then"]
+        reactor.run()
+        assert ran == ["first", "then"]
+
+    def test_a_failing_call_is_logged_and_the_others_run(self):
+        """A call that raises is logged; the calls after it still run."""
+        reactor, ran = RecordingReactor(), []
+        calls = ReactorCalls(reactor)
+        calls.callFromThread(lambda: 1 / 0)
+        calls.callFromThread(ran.append, "after")
+        with capturedLogs() as events:
+            reactor.run()
+        assert ran == ["after"]
+        assert [formatEvent(e) for e in events] == [
+            "a call from the application's thread pool failed"]
+        assert events[0]["log_failure"].type is ZeroDivisionError
+
+    def test_from_many_threads(self):
+        """Calls from several threads at once all run, once each, in each thread's order."""
+        reactor = RecordingReactor()
+        calls = ReactorCalls(reactor)
+        ran: list = []
+
+        def make(name: str) -> None:
+            for n in range(500):
+                calls.callFromThread(ran.append, (name, n))
+
+        threads = [threading.Thread(target=make, args=(str(i),)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        reactor.run()
+        reactor.run()
+        assert sorted(ran) == sorted((str(i), n) for i in range(4) for n in range(500))
+        for i in range(4):
+            assert [n for name, n in ran if name == str(i)] == list(range(500))

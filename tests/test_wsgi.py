@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import HOST, PEER, WAIT, Client, FakeReactor, make_site
+from helpers import HOST, PEER, WAIT, Client, FakeReactor, Filling, make_site
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
@@ -193,20 +193,11 @@ class Connection(Client):
 
 def slow_reader(client: Client) -> None:
     """
-    Make C{client} read slowly: after every write its transport's buffer
-    is full, so the transport pauses its producer, the channel, as a real
-    one does from within C{write}.  The test plays the client taking what
-    was sent with C{client.channel.resumeProducing()}.
+    Make C{client} read slowly: after every write its transport's buffer is
+    full (L{Filling}); the test plays the client taking what was sent with
+    C{client.channel.resumeProducing()}.
     """
-    transport = client.transport
-    for name in ("write", "writeSequence"):
-        real = getattr(transport, name)
-
-        def full(data, real=real) -> None:
-            real(data)
-            client.channel.pauseProducing()
-
-        setattr(transport, name, full)
+    Filling(client)
 
 
 def blocks_sent(size: int) -> list[int]:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from functools import partial
 from typing import Protocol as TypingProtocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from httptools.parser.errors import HttpParserCallbackError, HttpParserInvalidMethodError
 from httptools.parser.errors import HttpParserInvalidURLError
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -38,7 +39,9 @@ from backtracweb.http import head
 from backtracweb.http.body import BodyBuffer, StreamingInput
 from backtracweb.http.errors import Refused
 from backtracweb.http.request import REASONS, Request
-from backtracweb.http.transport import resume_when_writable, unsent_bytes
+from backtracweb.http.transport import (
+    is_plain_socket, resume_when_writable, unsent_bytes, write_through,
+)
 
 MAX_PIPELINED = 16
 """Requests read ahead of the one being answered before the client is made to wait."""
@@ -127,6 +130,14 @@ class HTTPChannel(Protocol):
     _log = Logger()
     paused = False
     _closing = False
+
+    def write(self, data: bytes) -> None:
+        """
+        Write to the transport; for a plain socket, replaced when connected
+        by L{write_through}, which sends at once what the socket takes.
+        """
+        self.transport.write(data)
+
     draining = False
     """Whether the site is draining: the response being sent is the last."""
     connection: Connection
@@ -175,6 +186,13 @@ class HTTPChannel(Protocol):
     def connectionMade(self) -> None:
         transport = self.transport
         self.connection = Connection(transport)
+        if is_plain_socket(transport):
+            self.write = partial(write_through, transport)
+        if ITCPTransport.providedBy(transport):
+            # A response's last part must not wait for the client to
+            # acknowledge the one before (Nagle's algorithm): the head before
+            # a file sent with sendfile, each part of a streamed response.
+            transport.setTcpNoDelay(True)
         self._reader = IPushProducer(transport, None)
         transport.registerProducer(self, True)
         self.site.connection_made(self)
@@ -553,8 +571,9 @@ class HTTPChannel(Protocol):
             self.queue.popleft()
         if self.active is request:
             self.active = None
-        self._read_ahead = sum(r.body.size for r in self.queue
-                               if isinstance(r.body, BodyBuffer) and r is not self._current)
+        if self._read_ahead:
+            self._read_ahead = sum(r.body.size for r in self.queue
+                                   if isinstance(r.body, BodyBuffer) and r is not self._current)
         self.site.request_done(request)
         if not request.persistent or self.draining:
             for waiting in self.queue:
@@ -569,7 +588,7 @@ class HTTPChannel(Protocol):
     def send_continue(self, request: Request) -> None:
         """Tell a client waiting to send its body to go ahead."""
         if not request.started_writing and not request.lost and request is self.active:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _answer_refusal(self, request: Request) -> None:
         refusal = request.refusal

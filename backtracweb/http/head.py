@@ -85,10 +85,22 @@ def split_host(value: bytes) -> tuple[bytes, bytes] | None:
     C{(host, port)} of a Host field value or an authority (the port may be
     empty), or None if it is not one (RFC 9110 7.2, RFC 3986 3.2.2).
     """
+    known = _hosts.get(value)
+    if known is not None:
+        return known
     match = _AUTHORITY.match(value)
     if match is None:
         return None
-    return match.group(1), match.group(2) or b""
+    split = match.group(1), match.group(2) or b""
+    if len(_hosts) < _HOSTS_KEPT:
+        _hosts[value] = split
+    return split
+
+
+# Valid Host values seen, split: a site is asked for a few names, again and
+# again.  Bounded, so that a client inventing names cannot grow it.
+_hosts: dict[bytes, tuple[bytes, bytes]] = {}
+_HOSTS_KEPT = 256
 
 
 def request_host(values: list[bytes], version: bytes, authority: bytes | None) -> bytes:

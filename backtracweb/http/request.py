@@ -230,13 +230,14 @@ class Request:
             elif framing == _LENGTH and self._remaining:
                 self.persistent = False  # short: the client would wait for the rest
         if pieces:
-            transport = self.channel.transport
+            write = self.channel.write
             if len(pieces) == 1:
-                transport.write(pieces[0])
+                write(pieces[0])
             elif sum(map(len, pieces)) < _JOIN_BELOW:
-                transport.write(b"".join(pieces))
-            else:
-                transport.writeSequence(pieces)
+                write(b"".join(pieces))
+            else:  # not copied again to be joined
+                for piece in pieces:
+                    write(piece)
         if end:
             self.channel.response_finished(self)
 
