@@ -19,7 +19,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from backtracweb.http.transport import is_plain_socket, resume_when_writable, unsent_bytes
+from backtracweb.http.transport import (
+    is_plain_socket, resume_when_writable, unsent_bytes, write_through,
+)
 
 
 @pytest.fixture
@@ -130,3 +132,44 @@ def test_resume_when_writable(connection):
     assert producer.resumed == 1
     transport.doWrite()
     assert producer.resumed == 1
+
+
+def test_write_through_sends_at_once(connection):
+    """
+    With nothing waiting in its buffer, what the socket takes is sent at
+    once: the reactor is not asked to watch for writability.
+    """
+    transport, theirs = connection
+    write_through(transport, b"hello")
+    assert theirs.recv(100) == b"hello"
+    assert transport not in transport.reactor.getWriters()
+    assert unsent_bytes(transport) == 0
+
+
+def test_write_through_keeps_the_order(connection):
+    """Behind bytes still buffered, the write is buffered too: the order never changes."""
+    transport, theirs = connection
+    transport.write(b"first ")
+    write_through(transport, b"second")
+    assert unsent_bytes(transport) == len(b"first second")
+    transport.doWrite()
+    assert theirs.recv(100) == b"first second"
+
+
+def test_write_through_buffers_what_the_socket_refuses(connection):
+    """What a full socket does not take waits in the transport's buffer, as with write."""
+    transport, theirs = connection
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 16_000
+    write_through(transport, data)
+    unsent = unsent_bytes(transport)
+    assert 0 < unsent < len(data)
+    assert transport in transport.reactor.getWriters()
+    received = b""
+    theirs.setblocking(False)
+    while len(received) < len(data):
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            transport.doWrite()
+    assert received == data
