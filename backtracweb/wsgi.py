@@ -43,7 +43,6 @@ SMALL_FILE = 64 * 1024
 
 # Chunks of a streaming response that may wait for the reactor at once.
 _IN_FLIGHT = 4
-_SKIP_HEADERS = frozenset({"server", "date"})  # the server sets its own
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\x20-\x7e\x80-\xff]*\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
@@ -356,9 +355,9 @@ class _Response:
         code, _, reason = status.partition(" ")
         request = self.request
         request.code, request.reason = int(code[:3]), reason.encode("latin-1")
+        # (The request replaces the application's Server and Date.)
         request.response_headers = [(name.encode("latin-1"), value.encode("latin-1"))
-                                    for name, value in header_list
-                                    if name.lower() not in _SKIP_HEADERS]
+                                    for name, value in header_list]
 
     def _in_reactor_send(self, headers, data: bytes, finish: bool) -> None:
         if not finish:

@@ -55,6 +55,7 @@ UNIX_PEER = "unix"
 # method SP request-target SP HTTP-version CRLF (RFC 9112 3), for telling an
 # unknown method (501) from a line that is not a request line at all (400).
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \x00-\x1f\x7f]+ HTTP/[0-9]\.[0-9]\r\n")
+_VERSIONS = {"1.1": head.HTTP_11, "1.0": head.HTTP_10}
 _HEADER_LINE = 4  # ": " and CRLF around a header's name and value
 _SPECIAL = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
 
@@ -438,7 +439,9 @@ class HTTPChannel(Protocol):
     def _new_request(self) -> Request:
         parser = self._parser
         version_text = parser.get_http_version()
-        version = head.http_version(int(version_text[0]), int(version_text[2]))
+        version = _VERSIONS.get(version_text)
+        if version is None:
+            version = head.http_version(int(version_text[0]), int(version_text[2]))
         method = parser.get_method()
         hosts, length, codings, options, expect = [], None, None, None, None
         for name, value in self._headers:
@@ -453,13 +456,17 @@ class HTTPChannel(Protocol):
                     options = (options or []) + [value]
                 else:
                     expect = (expect or []) + [value]
-        target = head.parse_target(method, self._url)
-        host = head.request_host(hosts, version, target.authority)
+        url = self._url
+        if url[:1] == b"/" and b"#" not in url and method != b"CONNECT":  # as most are
+            path, _, query = url.partition(b"?")
+            authority = None
+        else:
+            path, query, authority = head.parse_target(method, url)
+        host = head.request_host(hosts, version, authority)
         persistent = (version == head.HTTP_11 if options is None
                       else head.keeps_alive(version, head.connection_options(options)))
-        request = Request(self, method, self._url, target.path, target.query, version,
-                          self._headers, host, persistent and not self.draining,
-                          self._began, self._began_monotonic)
+        request = Request(self, method, url, path, query, version, self._headers, host,
+                          persistent and not self.draining, self._began, self._began_monotonic)
         if self.connection.server_port is None:
             port = head.split_host(host)[1] if host else b""
             request.server_port = int(port) if port else (443 if request.secure else 80)

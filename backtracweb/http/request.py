@@ -33,9 +33,9 @@ REASONS.update({413: b"Content Too Large", 414: b"URI Too Long", 422: b"Unproces
 
 # How a response's content is framed on the wire.
 _NO_CONTENT, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
-# Response headers the framing decides: the application's are replaced.
-_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
-                         b"proxy-connection", b"upgrade"})
+# Response headers the framing decides, and the server's own: the ones given are replaced.
+_REPLACED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+                       b"proxy-connection", b"upgrade", b"server", b"date"})
 _JOIN_BELOW = 64 * 1024  # pieces smaller in all than this are joined before writing
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -83,14 +83,31 @@ class Request:
     stays open.
     """
 
-    __slots__ = (
-        "channel", "method", "target", "path", "query", "version", "headers", "host",
-        "persistent", "expects_continue", "input", "content_length", "complete",
-        "peer", "client", "client_port", "secure", "server_port", "started_at", "started",
-        "code", "reason", "response_headers", "started_writing", "finished", "sent",
-        "declared_length", "producer", "on_connection_lost", "lost", "refusal", "body",
-        "_framing", "_remaining",
-    )
+    # What most requests keep as it starts: read from the class until set.
+    expects_continue = False
+    input = EMPTY
+    content_length: int | None = None
+    """The body's length: as declared, or once a chunked body is whole; None without a body."""
+    complete = True
+    """Whether the whole body has arrived."""
+    code = 200
+    reason: bytes | None = None
+    started_writing = False
+    finished = False
+    sent = 0
+    """Content bytes written to the transport."""
+    declared_length: int | None = None
+    """The Content-Length the response head promised, if any."""
+    producer: PushProducer | None = None
+    on_connection_lost: Callable[[], None] | None = None
+    """Called if the connection is lost before the response is finished."""
+    lost = False
+    refusal = None
+    """The L{Refused} the server answers this request with instead, if any."""
+    body = None
+    """While the body arrives: what collects it (the channel's business)."""
+    _framing = _NO_CONTENT
+    _remaining = 0
 
     def __init__(self, channel: HTTPChannel, method: bytes, target: bytes, path: bytes,
                  query: bytes, version: bytes, headers: list[tuple[bytes, bytes]], host: bytes,
@@ -108,37 +125,13 @@ class Request:
         """time.time() when the request began to arrive."""
         self.started = started
         """time.monotonic() then, for its duration."""
-        self.expects_continue = False
-        self.input = EMPTY
-        self.content_length: int | None = None
-        """The body's length: as declared, or once a chunked body is whole; None without a body."""
-        self.complete = True
-        """Whether the whole body has arrived."""
         connection = channel.connection
         self.peer = connection.peer
         self.client = connection.client
         self.client_port = connection.client_port
         self.secure = connection.secure
         self.server_port = connection.server_port
-        self.code = 200
-        self.reason: bytes | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
-        self.started_writing = False
-        self.finished = False
-        self.sent = 0
-        """Content bytes written to the transport."""
-        self.declared_length: int | None = None
-        """The Content-Length the response head promised, if any."""
-        self.producer: PushProducer | None = None
-        self.on_connection_lost: Callable[[], None] | None = None
-        """Called if the connection is lost before the response is finished."""
-        self.lost = False
-        self.refusal = None
-        """The L{Refused} the server answers this request with instead, if any."""
-        self.body = None
-        """While the body arrives: what collects it (the channel's business)."""
-        self._framing = _NO_CONTENT
-        self._remaining = 0
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode('latin-1')} {self.target.decode('latin-1')!r}>"
@@ -259,7 +252,7 @@ class Request:
         persistent = self.persistent and self.complete and not self.channel.draining
         for name, value in self.response_headers:
             lower = name.lower()
-            if lower in _HOP_BY_HOP:
+            if lower in _REPLACED:
                 if lower == b"content-length":
                     value = value.strip(b" \t")
                     if declared is None and value.isdigit():
