@@ -328,24 +328,27 @@ class _Response:
             return False
         remaining = info.st_size - position
         if self.request.method == b"HEAD":
-            # No body will be sent: the file is not even read.
+            # No body will be sent: the file is not even read, but its
+            # length is said, as a GET's response would say it.
+            if not any(name.lower() == "content-length" for name, _ in self._headers):
+                self._headers.append(("Content-Length", str(remaining)))
             self._send(b"", finish=True)
             return True
         if remaining <= SMALL_FILE:
             # Cheaper read here and sent in the response's one trip.
             self._send(wrapper.filelike.read(), finish=True)
             return True
-        # A file of our own: the application closes its file when its
-        # response is closed, here in its own thread, as it expects.  Opened
-        # anew, not dup()ed, so that it has its own position.
+        # A descriptor of our own: the application closes its file when its
+        # response is closed, here in its own thread, as it expects.  The
+        # two share a position, which the file senders never use (they read
+        # and send at offsets).
         try:
-            own = open(f"/proc/self/fd/{fileno}", "rb")
+            own = os.fdopen(os.dup(fileno), "rb")
         except OSError:
             return False
-        own.seek(position)
         self._headers_sent = True
         self._reactor.callFromThread(self._in_reactor_send_file,
-                                     (self._status, self._headers), own, remaining)
+                                     (self._status, self._headers), own, position, remaining)
         return True
 
     # -- the reactor thread -------------------------------------------------------
@@ -378,13 +381,12 @@ class _Response:
         else:
             request.write(data)
 
-    def _in_reactor_send_file(self, headers, file, remaining: int) -> None:
+    def _in_reactor_send_file(self, headers, file, offset: int, remaining: int) -> None:
         if self._gone:
             file.close()
             return
         self._in_reactor_headers(headers)
         request = self.request
-        offset = file.tell()
         length = sendfile.declared_length(request)
         # What the application declared (PEP 3333: never more), else the
         # rest of the file; sent from the file to the socket where the

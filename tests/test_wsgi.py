@@ -1536,12 +1536,17 @@ class TestFileWrapper:
         client.lost()
         assert (request.code, request.sent) == (CLIENT_GONE, len(data))
 
-    def test_head(self, data_file):
-        """A HEAD request for a wrapped file gets the headers only, and the file is closed."""
+    @pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+    def test_head(self, data_file, declared):
+        """
+        A HEAD request for a wrapped file gets the headers only, with the
+        length a GET would get (the rest of the file if the application
+        said none), and the file is closed.
+        """
         path, data = data_file
         fds = open_fds()
         app = answering(lambda: FileWrapper(open(path, "rb")),
-                        headers=[("Content-Length", str(len(data)))])
+                        headers=[("Content-Length", str(len(data)))] if declared else [])
         _, reactor, site = serve(app)
         client = Connection(site)
         request = client.get(method=b"HEAD").request
