@@ -186,11 +186,17 @@ class TestHeadLimits:
         client.send(head(b"GET", b"/", b"X-Long: " + b"v" * (length - 6)))
         assert client.statuses() == statuses
 
+    @pytest.mark.parametrize("method", [b"GET", b"OPTIONS"])
     @pytest.mark.parametrize("length, statuses", [(64, [200]), (65, [414])])
-    def test_request_line(self, length, statuses):
-        """A request line of C{max_request_line} bytes is served; one more is a 414."""
+    def test_request_line(self, method, length, statuses):
+        """
+        A request line (method, target, version and the spaces between) of
+        C{max_request_line} bytes is served; one more is a 414.
+        """
         client, _, _, _ = connection(max_request_line=64)
-        client.send(head(b"GET", b"/" + b"a" * (length - 1)))
+        target = b"/" + b"a" * (length - len(method) - len(b"  HTTP/1.1") - 1)
+        assert len(method + b" " + target + b" HTTP/1.1") == length
+        client.send(head(method, target))
         assert client.statuses() == statuses
 
     def test_underscore_fields_dropped_but_counted(self):

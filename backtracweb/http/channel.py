@@ -131,14 +131,6 @@ class HTTPChannel(Protocol):
     _log = Logger()
     paused = False
     _closing = False
-
-    def write(self, data: bytes) -> None:
-        """
-        Write to the transport; for a plain socket, replaced when connected
-        by L{write_through}, which sends at once what the socket takes.
-        """
-        self.transport.write(data)
-
     draining = False
     """Whether the site is draining: the response being sent is the last."""
     connection: Connection
@@ -182,6 +174,13 @@ class HTTPChannel(Protocol):
         """Whether part of a request (its head or its body) has arrived and the rest is awaited."""
         return self._in_head or self._current is not None
 
+    def write(self, data: bytes) -> None:
+        """
+        Write to the transport; for a plain socket, replaced when connected
+        by L{write_through}, which sends at once what the socket takes.
+        """
+        self.transport.write(data)
+
     # -- the connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -221,7 +220,11 @@ class HTTPChannel(Protocol):
         self.site.connection_lost(self)
 
     def _lost(self, request: Request, finished: bool) -> None:
-        """Log a request whose response did not reach its client whole."""
+        """
+        Stop and log the request being answered as its connection is lost:
+        with the bytes the client took, and 499 unless it took all it was
+        promised.
+        """
         request.lost = True
         producer = request.producer
         if producer is not None:
@@ -386,7 +389,8 @@ class HTTPChannel(Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         limit = self.site.settings.max_request_line
-        if len(self._url) > limit:
+        # The line is the method, the target and "HTTP/1.1", between two spaces.
+        if len(self._parser.get_method()) + len(self._url) + 10 > limit:
             self._refusal = Refused(414, f"its request line is over [limits] max_request_line "
                                          f"= {limit}")
             raise self._refusal
