@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import pwd
 import re
 import select
 import shutil
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from privileges import readable_code_for_nobody  # noqa: F401 (a fixture)
 from configobj import ConfigObj
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,7 +245,20 @@ def get(port: int, path: str) -> tuple[http.client.HTTPResponse, bytes]:
         conn.close()
 
 
-def test_daemon_serves_the_installed_sample(venv: Path, site: Site, workspace: Path):
+@pytest.fixture
+def run_as(request) -> dict:
+    """
+    How to run the daemon: as nobody when the tests run as root (with the
+    interpreter readable by nobody, see L{readable_code_for_nobody}), else
+    as the tests' user.
+    """
+    if os.geteuid() != 0:
+        return {}
+    uid, gid = request.getfixturevalue("readable_code_for_nobody")
+    return dict(user=uid, group=gid, extra_groups=[])
+
+
+def test_daemon_serves_the_installed_sample(venv: Path, site: Site, workspace: Path, run_as):
     """
     twistd from the wheel's virtualenv, daemonized as an init script runs it,
     serves the installed sample: the demo's page, and a stylesheet through
@@ -255,11 +268,9 @@ def test_daemon_serves_the_installed_sample(venv: Path, site: Site, workspace: P
     """
     rundir = workspace / "run"
     rundir.mkdir()
-    as_user = {}
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        os.chown(rundir, nobody.pw_uid, nobody.pw_gid)
-        as_user = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    as_user = run_as
+    if as_user:
+        os.chown(rundir, as_user["user"], as_user["group"])
     pidfile, logfile = rundir / "twistd.pid", rundir / "twistd.log"
     started = subprocess.run(
         [str(venv / "bin" / "twistd"), "--pidfile", str(pidfile), "--logfile", str(logfile),
