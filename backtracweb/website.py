@@ -72,10 +72,13 @@ class Stats:
 
     def count(self, status: int, sent: int) -> None:
         self.requests += 1
-        key = f"{status // 100}xx"
-        if key in self.by_class:
+        key = _CLASSES.get(status // 100)
+        if key is not None:
             self.by_class[key] += 1
         self.bytes_sent += sent
+
+
+_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 def entry(request: Request) -> Entry:
