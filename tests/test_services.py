@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import twisted.internet
+from helpers import FakeReactor
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -1074,54 +1075,41 @@ def wait_for(predicate) -> None:
 # -- calls from the pool's threads to the reactor ---------------------------------------
 
 
-class RecordingReactor:
-    """A reactor whose C{callFromThread} only keeps the calls (each one a wake-up)."""
-
-    def __init__(self) -> None:
-        self.wakeups: list = []
-
-    def callFromThread(self, f, *args) -> None:
-        self.wakeups.append((f, args))
-
-    def run(self) -> None:
-        wakeups, self.wakeups = self.wakeups, []
-        for f, args in wakeups:
-            f(*args)
-
-
 class TestReactorCalls:
+    """Each C{callFromThread} that reaches the L{FakeReactor} is a wake-up of the reactor."""
+
     def test_one_wakeup_for_the_calls_made_meanwhile(self):
         """Calls made while the reactor has not yet run them wake it once; they run in order."""
-        reactor, ran = RecordingReactor(), []
+        reactor, ran = FakeReactor(), []
         calls = ReactorCalls(reactor)
         for n in range(3):
             calls.callFromThread(ran.append, n)
-        assert len(reactor.wakeups) == 1 and ran == []
-        reactor.run()
+        assert reactor.crossed == 1 and ran == []
+        reactor.run_pending()
         assert ran == [0, 1, 2]
         calls.callFromThread(ran.append, 3)
-        assert len(reactor.wakeups) == 1
-        reactor.run()
+        assert reactor.crossed == 2
+        reactor.run_pending()
         assert ran == [0, 1, 2, 3]
 
     def test_a_call_made_while_running_wakes_it_again(self):
-        """A call made by a call (or by a thread meanwhile) is not lost: it runs too."""
-        reactor, ran = RecordingReactor(), []
+        """A call made by a call (or by a thread meanwhile) is not lost: it wakes the reactor again."""
+        reactor, ran = FakeReactor(), []
         calls = ReactorCalls(reactor)
         calls.callFromThread(lambda: (ran.append("first"), calls.callFromThread(ran.append, "then")))
-        reactor.run()
-        assert ran == ["first", "then"]
-        reactor.run()
+        reactor.run_one()
+        assert ran == ["first", "then"] and reactor.crossed == 2
+        reactor.run_one()  # the second wake-up finds nothing left
         assert ran == ["first", "then"]
 
     def test_a_failing_call_is_logged_and_the_others_run(self):
         """A call that raises is logged; the calls after it still run."""
-        reactor, ran = RecordingReactor(), []
+        reactor, ran = FakeReactor(), []
         calls = ReactorCalls(reactor)
         calls.callFromThread(lambda: 1 / 0)
         calls.callFromThread(ran.append, "after")
         with capturedLogs() as events:
-            reactor.run()
+            reactor.run_pending()
         assert ran == ["after"]
         assert [formatEvent(e) for e in events] == [
             "a call from the application's thread pool failed"]
@@ -1129,7 +1117,7 @@ class TestReactorCalls:
 
     def test_from_many_threads(self):
         """Calls from several threads at once all run, once each, in each thread's order."""
-        reactor = RecordingReactor()
+        reactor = FakeReactor()
         calls = ReactorCalls(reactor)
         ran: list = []
 
@@ -1142,8 +1130,7 @@ class TestReactorCalls:
             thread.start()
         for thread in threads:
             thread.join(WAIT)
-        reactor.run()
-        reactor.run()
+        reactor.run_pending()
         assert sorted(ran) == sorted((str(i), n) for i in range(4) for n in range(500))
         for i in range(4):
             assert [n for name, n in ran if name == str(i)] == list(range(500))
