@@ -10,6 +10,7 @@ logrotate move the file away and signal the daemon (no C{copytruncate}).
 from __future__ import annotations
 
 import os
+import stat
 import string
 import time
 from dataclasses import dataclass
@@ -52,6 +53,25 @@ def route_twistd_log(write: Callable[[str], None]) -> None:
     """Send the lines meant for twistd's log to C{write}, in access logs opened from now on."""
     global _twistd_log_writer
     _twistd_log_writer = lambda: write
+
+
+def open_append(path: str, mode: int, recreate_mode: int | None = None) -> int:
+    """
+    A descriptor appending to the log file at C{path}, created if missing:
+    with C{mode} less the umask, or, given C{recreate_mode} (reopening after
+    logrotate moved the file away: the old file's mode), with exactly that
+    mode, which a daemon's umask (077 under twistd) must not tighten.  A
+    file someone else made meanwhile (logrotate's C{create}) keeps its own.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    if recreate_mode is None:
+        return os.open(path, flags, mode)
+    try:
+        fd = os.open(path, flags | os.O_EXCL, recreate_mode)
+    except FileExistsError:
+        return os.open(path, flags, mode)
+    os.fchmod(fd, recreate_mode)
+    return fd
 
 
 def template_errors(template: str) -> str | None:
@@ -157,8 +177,8 @@ class AccessLog:
         self._enabled = self.destination != OFF
         return self
 
-    def _open_file(self) -> int:
-        return os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    def _open_file(self, recreate_mode: int | None = None) -> int:
+        return open_append(self.destination, 0o640, recreate_mode)
 
     @property
     def enabled(self) -> bool:
@@ -181,7 +201,7 @@ class AccessLog:
         @raise OSError: the new file cannot be opened; the old one stays in use.
         """
         if self._fd is not None:
-            new = self._open_file()
+            new = self._open_file(recreate_mode=stat.S_IMODE(os.fstat(self._fd).st_mode))
             old, self._fd = self._fd, new
             os.close(old)
 

@@ -9,12 +9,16 @@ the problems otherwise, so packagers can run it before a (re)start.
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from typing import Sequence, TextIO
 
+from backtracweb import version_line
 from backtracweb.apps import load_application
-from backtracweb.config import load_config, summary
+from backtracweb.config import Config, load_config, summary
 from backtracweb.errors import AppLoadError, ConfigError
+from backtracweb.spec import readable_endpoint, tcp_address
 
 
 def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> int:
@@ -25,9 +29,39 @@ def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> in
     except (ConfigError, AppLoadError) as e:
         print(e, file=err)
         return 1
+    print(version_line(), file=out)
     print(summary(config, with_sources=show_sources), file=out)
     print(f"application: {_describe(application)} imported", file=out)
+    for warning in listen_warnings(config):
+        print(f"warning: {warning}", file=out)
     return 0
+
+
+def listen_warnings(config: Config) -> list[str]:
+    """
+    The TCP addresses of the file that something already listens on: the
+    daemon would fail there.  A warning, not a problem: the running server
+    a reload is checked for holds them too.
+    """
+    warnings = []
+    for description in config.listen:
+        address = tcp_address(description)
+        if address is None:
+            continue
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As Twisted binds: SO_REUSEADDR, so a port in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    shown = readable_endpoint(description)
+                    warnings.append(f"{shown} is in use: twistd backtracweb cannot listen on it "
+                                    "until the process holding it (this server, if it runs) "
+                                    "lets it go")
+    return warnings
 
 
 def _describe(application: object) -> str:
@@ -43,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run Django or any WSGI site under Twisted; start it with "
         "twistd backtracweb -c FILE.",
     )
+    top.add_argument("--version", action="version", version=version_line())
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     checking = commands.add_parser(
         "check",

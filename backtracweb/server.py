@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
 from backtracweb.pool import ReactorCalls, WorkerPool
+from backtracweb.spec import readable_endpoint
 from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIContainer
 
@@ -55,7 +56,7 @@ class ListeningService(StreamServerEndpointService):
         except CannotListenError as e:
             error = e.socketError
             reason = getattr(error, "strerror", None) or str(error or e)
-            message = f"cannot listen on {_readable(self.description)}: {reason}"
+            message = f"cannot listen on {readable_endpoint(self.description)}: {reason}"
             raise fatal(StartupError(message)) from None
 
 
@@ -99,17 +100,6 @@ def fatal(error: StartupError) -> StartupError:
     """
     _log.critical(CANNOT_START + "{error}", error=error)
     return error
-
-
-def _readable(description: str) -> str:
-    """C{tcp:8080:interface=127.0.0.1} as C{127.0.0.1:8080}; others as written."""
-    parts = description.replace("\\:", "\0").split(":")
-    if parts[0] in ("tcp", "tcp6") and len(parts) >= 2:
-        options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
-        default = "::" if parts[0] == "tcp6" else "0.0.0.0"
-        host = options.get("interface", default).replace("\0", ":")
-        return f"[{host}]:{parts[1]}" if ":" in host else f"{host}:{parts[1]}"
-    return description
 
 
 class WebService(MultiService):
@@ -157,7 +147,7 @@ class WebService(MultiService):
         gc.freeze()
         super().startService()
         for listening in self:
-            self._log.info("serving on {address}", address=_readable(listening.description))
+            self._log.info("serving on {address}", address=readable_endpoint(listening.description))
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, then drain the open connections."""

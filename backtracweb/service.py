@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from typing import Callable
 
@@ -21,6 +22,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
 
+from backtracweb import version_line
+from backtracweb.accesslog import open_append
 from backtracweb.config import RESTART_KEYS, RESTART_SECTIONS, Config, load_config
 from backtracweb.cpu import set_scheduling
 from backtracweb.errors import ConfigError
@@ -45,9 +48,16 @@ class DaemonService(MultiService):
         self._reactor = reactor
         self._previous_handlers: dict[int, object] = {}
         self._twistd_log: BaseLogFile | None = None
+        self._twistd_log_mode = 0o644
         self._stopping = False
 
+    announce = True
+    """Whether starting logs the version and the file (not in each worker of a supervisor)."""
+
     def startService(self) -> None:
+        if self.announce:
+            self._log.info("{version}, configured by {path}", version=version_line(),
+                           path=self.config.path)
         super().startService()
         # SIGHUP and SIGUSR1 at once: until then SIGHUP would kill the daemon.
         # SIGTERM and SIGINT once reactor.run() has installed its own
@@ -65,6 +75,10 @@ class DaemonService(MultiService):
         }
         if signal.SIGUSR1 in signums:
             self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
+            if self._twistd_log is not None:
+                # Its mode now (0644 under the admin's umask), for a new file
+                # after logrotate: the daemon's umask would make it 0600.
+                self._twistd_log_mode = stat.S_IMODE(os.stat(self._twistd_log.path).st_mode)
         for signum in signums:
             if self._stopping:
                 return
@@ -119,7 +133,7 @@ class DaemonService(MultiService):
         if log_file is None:
             return True
         try:
-            os.close(os.open(log_file.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+            os.close(open_append(log_file.path, 0o644, self._twistd_log_mode))
         except OSError as e:
             self._log.error(
                 "received {signal}: cannot reopen twistd's log file {path} (running as uid "

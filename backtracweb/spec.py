@@ -340,6 +340,25 @@ def _file_parameters(fields: list[str]) -> Iterator[tuple[int, str, str]]:
             yield index, name, path
 
 
+def tcp_address(description: str) -> tuple[str, int] | None:
+    """The (interface, port) of a C{tcp:} endpoint string, else None."""
+    parts = description.replace("\\:", "\0").split(":")
+    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2 or not parts[1].isdigit():
+        return None
+    options = dict(part.split("=", 1) for part in parts[2:] if "=" in part)
+    default = "::" if parts[0] == "tcp6" else "0.0.0.0"
+    return options.get("interface", default).replace("\0", ":"), int(parts[1])
+
+
+def readable_endpoint(description: str) -> str:
+    """C{tcp:8080:interface=127.0.0.1} as C{127.0.0.1:8080}; others as written."""
+    address = tcp_address(description)
+    if address is None:
+        return description
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def endpoint_files(endpoint: str) -> dict[str, str]:
     """
     The files an endpoint reads when it is parsed (a TLS key and

@@ -2,19 +2,25 @@
 The twistd plugin's options and service maker: C{twistd backtracweb -c FILE}.
 
 Everything that can fail because of the file fails here, in
-C{postOptions}, where twistd prints a L{usage.UsageError} without a
-traceback and exits non-zero, before it forks.
+C{postOptions}, before twistd opens its log or forks: the problems are
+printed after C{twistd backtracweb:} and twistd exits 1 (2 for a usage
+error), without its usage text (see L{backtracweb.startup}).
 """
 
 from __future__ import annotations
 
-import sys
-
 from twisted.application.service import IService
 from twisted.python import usage
 
+from backtracweb import version_line
 from backtracweb.config import load_config
-from backtracweb.errors import CANNOT_START, ConfigError, StartupError
+from backtracweb.errors import ConfigError, StartupError
+from backtracweb.startup import exit_with, report_daemon_failures, report_startup_errors
+
+EXIT_CONFIG = 1
+"""twistd's exit status for a configuration file with problems."""
+EXIT_USAGE = 2
+"""twistd's exit status for a usage error (a missing -c, an unknown option)."""
 
 
 class Options(usage.Options):
@@ -29,6 +35,17 @@ class Options(usage.Options):
         ["config", "c", None, "The INI file describing the site (required)."],
     ]
 
+    def opt_version(self) -> None:
+        """Print backtracweb's version (and Twisted's, Django's, Python's) and exit."""
+        print(version_line())
+        raise SystemExit(0)
+
+    def parseOptions(self, options=None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            exit_with(f"{e} (twistd backtracweb --help lists the options)", EXIT_USAGE)
+
     def postOptions(self) -> None:
         path = self["config"]
         if not path:
@@ -36,40 +53,19 @@ class Options(usage.Options):
         try:
             self.loaded = load_config(path)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            exit_with(str(e), EXIT_CONFIG)
 
 
 def makeService(options: Options) -> IService:
     """The service tree for a validated configuration; nothing starts yet."""
     from twisted.internet import reactor
+    from twisted.scripts._twistd_unix import UnixApplicationRunner
 
     from backtracweb.loader import build_service
 
-    _report_startup_errors_cleanly()
+    report_daemon_failures(UnixApplicationRunner)
+    report_startup_errors()
     try:
         return build_service(options.loaded, reactor)
     except ConfigError as e:
         raise StartupError(str(e)) from None
-
-
-
-def _report_startup_errors_cleanly() -> None:
-    """
-    Make a L{StartupError} that escapes twistd end the process with its
-    message, not a traceback.
-
-    twistd lets exceptions from C{startService} propagate out of the
-    process (relaying their first 100 bytes to the terminal when it has
-    forked); the service has logged the whole message already (see
-    L{backtracweb.server.fatal}), and it goes to the terminal twistd was
-    started from too (C{sys.stderr} may be redirected to the log).
-    """
-    previous = sys.excepthook
-
-    def hook(kind, value, traceback) -> None:
-        if isinstance(value, StartupError):
-            print(f"{CANNOT_START}{value}", file=sys.__stderr__)
-        else:
-            previous(kind, value, traceback)
-
-    sys.excepthook = hook

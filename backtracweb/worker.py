@@ -43,6 +43,7 @@ class WorkerService(BacktracService):
     """
 
     stop_signals = (signal.SIGTERM,)
+    announce = False  # the supervisor has
 
 
 class SupervisorChannel(Protocol):

@@ -339,6 +339,30 @@ class TestFile:
         ]
         assert path.read_text() == COMBINED_LINE.replace(" 200 ", " 202 ") + "\n"
 
+    @pytest.mark.parametrize("mode", [0o640, 0o644, 0o600])
+    def test_reopen_keeps_the_mode(self, tmp_path, mode):
+        """
+        The file C{reopen} creates has the mode the old one had, whatever the
+        umask (a daemon's is 077), but a file created meanwhile (logrotate's
+        C{create}) keeps its own.
+        """
+        path = tmp_path / "access.log"
+        log = AccessLog(str(path)).open()
+        path.chmod(mode)
+        os.rename(path, tmp_path / "access.log.1")
+        previous = os.umask(0o077)
+        try:
+            log.reopen()
+        finally:
+            os.umask(previous)
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+        os.rename(path, tmp_path / "access.log.2")
+        path.touch(mode=0o604)
+        path.chmod(0o604)
+        log.reopen()
+        log.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o604
+
     def test_reopen_closes_old_descriptor(self, tmp_path):
         """C{reopen} opens the new descriptor first, then closes the one it replaces."""
         log = AccessLog(str(tmp_path / "access.log")).open()

@@ -43,9 +43,9 @@ from twisted.internet.testing import (
     StringTransport,
 )
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.python import usage
 from twisted.python.failure import Failure
 
+import backtracweb
 from backtracweb import pool as pool_module
 from backtracweb import tap
 from backtracweb.accesslog import AccessLog
@@ -788,16 +788,37 @@ class TestWebService:
 
 
 class TestTap:
-    def test_config_required(self):
-        """Without C{--config} the options are a usage error saying so."""
-        with pytest.raises(usage.UsageError) as caught:
+    def test_config_required(self, capsys):
+        """Without C{--config}: one line naming it, on stderr, and exit status 2 (usage)."""
+        with pytest.raises(SystemExit) as caught:
             tap.Options().parseOptions([])
-        assert str(caught.value) == "--config FILE is required: the INI file describing the site"
+        assert caught.value.code == 2
+        assert capsys.readouterr() == ("", "twistd backtracweb: --config FILE is required: the INI "
+                                       "file describing the site (twistd backtracweb --help lists "
+                                       "the options)\n")
 
-    def test_bad_file(self, tmp_path):
+    def test_unknown_option(self, capsys):
+        """An option it does not know: the same, naming the option, without twistd's usage text."""
+        with pytest.raises(SystemExit) as caught:
+            tap.Options().parseOptions(["-c", "x.ini", "--nonsense"])
+        assert caught.value.code == 2
+        assert capsys.readouterr().err == (
+            "twistd backtracweb: option --nonsense not recognized (twistd backtracweb --help lists "
+            "the options)\n")
+
+    def test_version(self, capsys):
+        """C{--version} prints backtracweb's version and those it runs on, and exits 0."""
+        with pytest.raises(SystemExit) as caught:
+            tap.Options().parseOptions(["--version"])
+        assert caught.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"backtracweb {backtracweb.__version__} (Twisted ")
+        assert ", Django " in out and ", Python " in out
+
+    def test_bad_file(self, tmp_path, capsys):
         """
-        A file with problems is a usage error carrying every problem line,
-        each naming the file.
+        A file with problems: every problem line, each naming the file, after
+        the command's name, on stderr; exit status 1.
         """
         path = tmp_path / "bad.ini"
         path.write_text(
@@ -805,10 +826,13 @@ class TestTap:
             "[threadpool]\nmin = 5\nmax = 2\n"
             "[app]\nloader = wsgi\napplication = btw_nowhere:app\n"
         )
-        with pytest.raises(usage.UsageError) as caught:
+        with pytest.raises(SystemExit) as caught:
             tap.Options().parseOptions(["--config", str(path)])
-        assert str(caught.value).splitlines() == [
-            "4 problems in the configuration:",
+        assert caught.value.code == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [
+            "twistd backtracweb: 4 problems in the configuration:",
             f"  {path}: [server] interface = 'localhost': expected an IPv4 or IPv6 address "
             "such as 127.0.0.1, 0.0.0.0 or ::1",
             f"  {path}: [server] port = '0': expected an integer between 1 and 65535",
@@ -817,14 +841,15 @@ class TestTap:
             "in pythonpath or sys.path; pythonpath is empty",
         ]
 
-    def test_missing_file(self, tmp_path):
-        """A file that does not exist is a usage error naming it."""
+    def test_missing_file(self, tmp_path, capsys):
+        """A file that does not exist: one line naming it; exit status 1."""
         path = tmp_path / "nowhere.ini"
-        with pytest.raises(usage.UsageError) as caught:
+        with pytest.raises(SystemExit) as caught:
             tap.Options().parseOptions(["-c", str(path)])
-        assert str(caught.value) == (
-            f"{path}: cannot read the configuration file: No such file or directory"
-        )
+        assert caught.value.code == 1
+        assert capsys.readouterr().err == (
+            f"twistd backtracweb: {path}: cannot read the configuration file: No such file or "
+            "directory\n")
 
     def test_good_file(self, tmp_path, isolated_imports):
         """A good file is loaded into C{options.loaded}, importing nothing."""

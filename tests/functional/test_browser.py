@@ -85,12 +85,19 @@ def admin_site(tmp_path_factory) -> Daemon:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """One Chromium for the module, with a profile directory of its own."""
+    """
+    One Chromium for the module, with a profile directory of its own and a
+    home of its own: its crash reporter writes under $XDG_CONFIG_HOME
+    whatever the profile directory, and the suite leaves nothing in ~.
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does)")
+    home = tmp_path_factory.mktemp("chromium-home")
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_CACHE_HOME=str(home / ".cache"))
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"),
+            home / "profile", env=env,
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
             color_scheme="light", viewport={"width": 1280, "height": 800},
         )

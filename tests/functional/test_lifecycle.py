@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import backtracweb
 from conftest import APPS, DEMO, DEMO_INI, Daemon, process_exists, twistd_command, wait_until
 
 # -- helpers ----------------------------------------------------------------
@@ -245,15 +246,39 @@ def test_sigterm_stops_idle_daemon(wsgi_daemon):
 
 
 def test_missing_config_option_is_a_usage_error(workdir: Path):
-    """Without -c, twistd exits non-zero naming --config, before logging or forking."""
+    """
+    Without -c, twistd exits 2 (a usage error) with one line naming --config,
+    and nothing else on the terminal, before logging or forking.
+    """
     result = run([*twistd_command(), "--pidfile", "twistd.pid", "--logfile", "twistd.log",
                   "backtracweb"], workdir)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "--config FILE is required" in output
-    assert "Traceback" not in output
+    assert result.returncode == 2
+    assert (result.stdout, result.stderr) == ("", (
+        "twistd backtracweb: --config FILE is required: the INI file describing the site "
+        "(twistd backtracweb --help lists the options)\n"))
     assert not (workdir / "twistd.pid").exists()
     assert not (workdir / "twistd.log").exists()
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
+def test_config_errors_read_as_the_readme_shows(make_daemon, foreground):
+    """
+    A file with two problems, started as the README starts a daemon (and
+    with -n): exactly the lines the README shows, on standard error, and
+    nothing else (no usage text, no traceback); exit status 1.
+    """
+    daemon = make_daemon("[server]\nport = 80800\n[threadpool]\nmaxx = 4\n[app]\n"
+                         "loader = wsgi\napplication = testapp\npythonpath = " + str(APPS) + "\n")
+    result = run([*twistd_command(), *(["-n"] if foreground else []), "--pidfile",
+                  str(daemon.pidfile), "--logfile", str(daemon.logfile), "backtracweb", "-c",
+                  str(daemon.config)], daemon.workdir)
+    assert result.returncode == 1
+    assert (result.stdout, result.stderr) == ("", (
+        "twistd backtracweb: 2 problems in the configuration:\n"
+        f"  {daemon.config}: [server] port = '80800': expected an integer between 1 and 65535\n"
+        f"  {daemon.config}: [threadpool] maxx is not a known key (did you mean max?); known "
+        "keys: min, max\n"))
+    assert not daemon.logfile.exists()
 
 
 GOOD_DEMO = DEMO_INI
@@ -286,11 +311,12 @@ def test_config_errors_fail_in_option_parsing(make_daemon, site_dir: Path, chang
     shutil.copytree(DEMO, site_dir / "demo")
     daemon = make_daemon(GOOD_DEMO.replace(*change))
     result = daemon.start(check=False, timeout=30)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 1
+    assert result.stdout == ""
     for fragment in expected:
-        assert f"{daemon.config}: {fragment.format(site_dir=site_dir)}" in output
-    assert "Traceback" not in output
+        assert (f"twistd backtracweb: {daemon.config}: {fragment.format(site_dir=site_dir)}"
+                in result.stderr)
+    assert "Traceback" not in result.stderr
     assert not daemon.logfile.exists()
     assert_no_daemon_left(daemon)
 
@@ -319,9 +345,11 @@ def test_settings_module_failing_on_import_is_reported_after_fork(make_daemon, s
     source, cause = BROKEN_SETTINGS[kind]
     daemon = broken_settings_site(make_daemon, site_dir, source)
     result = daemon.start(check=False, timeout=30)
-    assert result.returncode != 0
+    assert result.returncode == 1
     # twistd relays only the first 100 bytes of the error: the cause comes first.
-    assert f"backtracweb.errors.AppLoadError: {cause[:20]}" in result.stderr, result.stderr
+    first, second = result.stderr.splitlines()
+    assert first.startswith(f"twistd backtracweb: cannot start: {cause}")
+    assert second == f"twistd backtracweb: the whole message is in the log file {daemon.logfile}"
     assert "Traceback" not in result.stdout + result.stderr
     log = daemon.log()
     settings_file = site_dir / "broken" / "brokensite" / "settings.py"
@@ -353,9 +381,11 @@ def test_port_in_use(make_daemon):
             """)
         result = daemon.start(check=False, timeout=30)
         message = f"cannot listen on 127.0.0.1:{port}: Address already in use"
-        assert result.returncode != 0
-        assert f"backtracweb.errors.StartupError: {message}" in result.stderr
-        assert "Traceback" not in result.stdout + result.stderr
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"twistd backtracweb: cannot start: {message}\n"
+            f"twistd backtracweb: the whole message is in the log file {daemon.logfile}\n")
+        assert "Traceback" not in result.stdout
         log = daemon.log()
         assert f"backtracweb cannot start: {message}" in log
         assert "Traceback" not in log
@@ -476,6 +506,42 @@ def test_check_without_config_is_usage_error(workdir: Path, command):
     assert result.returncode == 2
     assert "usage: backtracweb check" in result.stderr
     assert "the following arguments are required: -c/--config" in result.stderr
+
+
+def test_check_warns_of_a_port_in_use(make_daemon):
+    """
+    backtracweb check on a file whose port another process listens on: it
+    still passes (a running server, checked before a reload, holds its own
+    port) but says which address is taken, so a start is not a surprise.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = make_daemon(f"[server]\nport = {port}\n[app]\nloader = wsgi\n"
+                             f"pythonpath = {APPS}\napplication = testapp:application\n")
+        result = run([*backtracweb_commands()["console-script"], "check", "-c",
+                      str(daemon.config)], daemon.workdir)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1] == (
+        f"warning: 127.0.0.1:{port} is in use: twistd backtracweb cannot listen on it until the "
+        "process holding it (this server, if it runs) lets it go")
+    result = run([*backtracweb_commands()["console-script"], "check", "-c", str(daemon.config)],
+                 daemon.workdir)
+    assert "warning" not in result.stdout
+
+
+@pytest.mark.parametrize("command", [
+    [*backtracweb_commands()["console-script"], "--version"],
+    [*backtracweb_commands()["python-m"], "--version"],
+    [*twistd_command(), "backtracweb", "--version"],
+], ids=["console-script", "python-m", "twistd"])
+def test_version(workdir: Path, command):
+    """Every way in says the version of backtracweb, Twisted, Django and Python, and exits 0."""
+    result = run(command, workdir)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"backtracweb {backtracweb.__version__} (Twisted ")
+    assert ", Django " in result.stdout and ", Python " in result.stdout
 
 
 # -- 7. relative paths ------------------------------------------------------------

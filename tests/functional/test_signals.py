@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import signal
+import stat
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -502,11 +503,14 @@ def test_sigusr1_reopens_access_log_and_twistd_log_after_rotation(site, site_dir
     the configuration's directory) and twistd's --logfile are renamed, then
     SIGUSR1.  New lines go to fresh files at the original paths; the renamed
     files keep their lines and get no new ones; no access line is lost or
-    torn.
+    torn.  The new files have the modes the first ones had (the daemon's
+    umask, 077, does not make them 0600).
     """
     daemon = site(log="access_log = access.log", status="path = off")
     access_log = site_dir / "access.log"
     counts = {0: 3, 1: 4, 2: 5}  # requests made into each generation of the files
+    access_log.chmod(0o640)
+    daemon.logfile.chmod(0o644)
 
     def make_requests(generation: int) -> None:
         for i in range(counts[generation]):
@@ -524,6 +528,8 @@ def test_sigusr1_reopens_access_log_and_twistd_log_after_rotation(site, site_dir
                    "the reopen to be logged in a fresh twistd log")
         rotated_twistd_logs[generation] = (daemon.workdir / f"twistd.log.{generation}").read_text()
         make_requests(generation)
+        assert stat.S_IMODE(access_log.stat().st_mode) == 0o640
+        assert stat.S_IMODE(daemon.logfile.stat().st_mode) == 0o644
 
     daemon.stop()
     assert "Server Shut Down." in daemon.log()

@@ -216,8 +216,12 @@ def test_a_worker_that_cannot_start_fails_the_start(wsgi_daemon, site_dir: Path)
     daemon.config.write_text(daemon.config.read_text().replace("testapp:", "broken:"))
     result = daemon.start(check=False)
     assert result.returncode != 0
-    # twistd relays only the start of the error: the cause comes first.
-    assert "StartupError: RuntimeError: the database is not configured (" in result.stderr
+    # The terminal gets the cause in words and where the rest is.
+    first, second = result.stderr.splitlines()
+    assert first.startswith(
+        "twistd backtracweb: cannot start: RuntimeError: the database is not configured (")
+    assert second == ("twistd backtracweb: the whole message is in the log file "
+                      f"{daemon.logfile}")
     assert "Traceback" not in result.stdout + result.stderr
     assert "; in worker " in daemon.log()
     wait_until(lambda: refused(daemon.port), 20, "every process to let go of the port")
