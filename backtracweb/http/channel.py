@@ -192,7 +192,10 @@ class HTTPChannel(Protocol):
             # A response's last part must not wait for the client to
             # acknowledge the one before (Nagle's algorithm): the head before
             # a file sent with sendfile, each part of a streamed response.
-            transport.setTcpNoDelay(True)
+            try:
+                transport.setTcpNoDelay(True)
+            except OSError:
+                pass  # a unix socket, which older Twisted calls TCP (twisted#12369)
         self._reader = IPushProducer(transport, None)
         transport.registerProducer(self, True)
         self.site.connection_made(self)
