@@ -22,6 +22,7 @@ import os
 import sys
 import traceback
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from backtracweb.errors import AppLoadError
@@ -152,13 +153,17 @@ def find_module(name: str, pythonpath: Iterable[str]) -> str | None:
     return None
 
 
-def load_application(loader: AppLoader, app: Mapping[str, Any]) -> WSGIApplication:
+def load_application(loader: AppLoader, app: Mapping[str, Any],
+                     environment: Mapping[str, str] = MappingProxyType({})) -> WSGIApplication:
     """
-    Put C{[app] pythonpath} first on C{sys.path} and run the loader.
+    Set the application's C{environment} variables (C{[env]}, C{[app]
+    env_file}), put C{[app] pythonpath} first on C{sys.path} and run the
+    loader.
 
     @raise AppLoadError: anything went wrong, described in one paragraph
         naming the C{[app]} settings, the exception and where it was raised.
     """
+    os.environ.update(environment)
     for directory in reversed(app.get("pythonpath", ())):
         if directory in sys.path:
             sys.path.remove(directory)

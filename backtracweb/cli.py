@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
+import stat
 import sys
 from typing import Sequence, TextIO
 
@@ -25,16 +27,31 @@ def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> in
     """Validate the file and import its application; return the exit code."""
     try:
         config = load_config(path)
-        application = load_application(config.app_loader, config.app)
+        application = load_application(config.app_loader, config.app, config.environment)
     except (ConfigError, AppLoadError) as e:
         print(e, file=err)
         return 1
     print(version_line(), file=out)
     print(summary(config, with_sources=show_sources), file=out)
     print(f"application: {_describe(application)} imported", file=out)
-    for warning in listen_warnings(config):
+    for warning in listen_warnings(config) + env_file_warnings(config):
         print(f"warning: {warning}", file=out)
     return 0
+
+
+def env_file_warnings(config: Config) -> list[str]:
+    """The environment file, when every user may read the secrets in it."""
+    path = config.app["env_file"]
+    if path == "off":
+        return []
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return []  # gone since it was read: nothing left to warn about
+    if not mode & stat.S_IROTH:
+        return []
+    return [f"[app] env_file {path} is readable by every user (mode {mode:04o}): it holds "
+            "the application's secrets; chmod o-r it"]
 
 
 def listen_warnings(config: Config) -> list[str]:

@@ -23,11 +23,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from configobj import ConfigObj, ConfigObjError, Section, flatten_errors, get_extra_values
 from configobj.validate import ValidateError, Validator
 
+from backtracweb import environment
 from backtracweb.apps import AppLoader, available_loaders, find_module, loader_settings
 from backtracweb.errors import AppLoadError, ConfigError
 from backtracweb.spec import (
@@ -38,6 +39,8 @@ from backtracweb.spec import (
     directory,
     directory_list,
     endpoints,
+    env_file,
+    env_value,
     file_patterns,
     integer,
     ip_address,
@@ -152,6 +155,15 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 (),
                 "Directories put first on sys.path before the application is imported.",
             ),
+            Setting(
+                "env_file",
+                env_file(),
+                "off",
+                "A file of NAME=value lines (as systemd's EnvironmentFile=) set in the "
+                "application's environment with [env], for secrets kept out of this "
+                "file. Read by twistd before --uid drops privileges, so it may be "
+                "readable by root only; never printed. Needs a restart.",
+            ),
         ),
         "log": (
             Setting(
@@ -257,25 +269,41 @@ STATIC_DOC = (
     "whole path segments and the longest one wins."
 )
 
+ENV_SECTION = "env"
+ENV_CHECK: Check = env_value()
+ENV_DOC = (
+    "NAME = value, one line per environment variable set for the application "
+    "before it is imported, such as MYSITE_MODE = production. Values of names that look "
+    "secret (SECRET, PASS, TOKEN, KEY, ...) are never printed. Needs a restart."
+)
+FREE_SECTIONS: Mapping[str, Check] = MappingProxyType({ENV_SECTION: ENV_CHECK,
+                                                       STATIC_SECTION: STATIC_CHECK})
+"""The sections whose keys are the admin's own, and the check of their values."""
+
 SECTION_DOCS: Mapping[str, str] = MappingProxyType(
     {
         "server": "Where to listen, and how long to wait for requests when stopping.",
         "threadpool": "The threads the WSGI application runs in.",
-        "app": "The WSGI application. Keys besides loader and pythonpath belong to the loader.",
+        "app": "The WSGI application. Keys besides loader, pythonpath and env_file "
+               "belong to the loader.",
         "log": "The access log.",
         "proxy": "Reverse proxies in front of backtracweb.",
         "limits": "Protection against oversized requests, slow clients and overload.",
         "status": "A status page for health checks and monitoring.",
+        ENV_SECTION: ENV_DOC,
         STATIC_SECTION: STATIC_DOC,
     }
 )
 
-RESTART_SECTIONS = frozenset({"app"})
+RESTART_SECTIONS = frozenset({"app", ENV_SECTION})
 RESTART_KEYS = frozenset(
     {("server", "port"), ("server", "interface"), ("server", "listen"), ("server", "workers"),
      ("server", "cpu_affinity"), ("server", "cpu_scheduling")}
 )
-"""What SIGHUP cannot change in a running server: the sockets, processes and application."""
+"""
+What SIGHUP cannot change in a running server: the sockets, processes,
+application and its environment.
+"""
 
 
 @dataclass(frozen=True)
@@ -304,6 +332,8 @@ class Config:
     @ivar files: the main file, then the included ones, in merge order.
     @ivar app_loader: the loader named by C{[app] loader}.
     @ivar loaded_at: when the files were read (seconds since the epoch).
+    @ivar file_environment: the variables of C{[app] env_file}, kept out of
+        C{values} so that nothing prints them.
     """
 
     path: str
@@ -313,6 +343,7 @@ class Config:
     app_loader: AppLoader
     files: tuple[str, ...] = ()
     loaded_at: float = field(default_factory=time.time)
+    file_environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self.values[section]
@@ -321,6 +352,11 @@ class Config:
     def app(self) -> Mapping[str, Any]:
         """The C{[app]} section, as handed to the app loader."""
         return self.values["app"]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables set for the application: C{[env]} and C{[app] env_file}'s."""
+        return {**self.values[ENV_SECTION], **self.file_environment}
 
     @property
     def min_threads(self) -> int:
@@ -358,11 +394,12 @@ class Config:
         values = {section: dict(settings) for section, settings in self.values.items()}
         return _unpickle_config, (
             self.path, values, dict(self.sources), self.static, self.app_loader, self.files,
-            self.loaded_at,
+            self.loaded_at, dict(self.file_environment),
         )
 
 
-def _unpickle_config(path, values, sources, static, app_loader, files, loaded_at) -> Config:
+def _unpickle_config(path, values, sources, static, app_loader, files, loaded_at,
+                     file_environment) -> Config:
     return Config(
         path=path,
         values=MappingProxyType({k: MappingProxyType(v) for k, v in values.items()}),
@@ -371,6 +408,7 @@ def _unpickle_config(path, values, sources, static, app_loader, files, loaded_at
         app_loader=app_loader,
         files=files,
         loaded_at=loaded_at,
+        file_environment=MappingProxyType(file_environment),
     )
 
 
@@ -381,21 +419,25 @@ def configspec(app_settings: Iterable[Setting] = ()) -> list[str]:
         lines.append(f"[{section}]")
         extra = tuple(app_settings) if section == "app" else ()
         lines.extend(setting.configspec_line() for setting in (*settings, *extra))
-    lines.append(f"[{STATIC_SECTION}]")
-    lines.append(f"__many__ = {STATIC_CHECK.spec}")
+    for section, check in FREE_SECTIONS.items():
+        lines.append(f"[{section}]")
+        lines.append(f"__many__ = {check.spec}")
     return lines
 
 
 def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
-                endpoints_in_use: Collection[str] = ()) -> Config:
+                running: Config | None = None) -> Config:
     """
     Read, validate and resolve the configuration file at C{path}, with the
     files it includes.
 
     @param loaders: the app loaders by name; by default the built-in ones
         and those registered as entry points.
-    @param endpoints_in_use: when reloading, the running server's listening
-        endpoints, which are not parsed again (L{spec.check_endpoint_list}).
+    @param running: when reloading, the configuration the server started
+        with.  What it cannot change without a restart and may no longer be
+        allowed to read (after C{--uid}) is taken from it, not read again:
+        its listening endpoints (L{spec.check_endpoint_list}) and the
+        variables of its C{env_file}.
     @raise ConfigError: listing every problem found.
     """
     path = os.path.abspath(path)
@@ -413,6 +455,7 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
     app_settings = loader_settings(loader) if loader else ()
     parsed = ConfigObj(merged, configspec=configspec(app_settings), interpolation=False)
 
+    endpoints_in_use = running.listen if running else ()
     validator = Validator(custom_checks(os.path.dirname(path), endpoints_in_use))
     result = parsed.validate(validator, preserve_errors=True)
     expected = _expected_by_key(app_settings)
@@ -437,6 +480,14 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
     if not any(section == "server" for section, _ in failed):
         _check_listen(parsed, problems, sources)
     static = () if (STATIC_SECTION, None) in failed else _static_mappings(parsed, problems, sources)
+    variables: dict[str, str] = {}
+    file_variables: dict[str, str] = {}
+    if (ENV_SECTION, None) not in failed:
+        variables = _environment(parsed, problems, sources)
+    if ("app", "env_file") not in failed:
+        file_variables = (dict(running.file_environment) if running
+                          else _file_environment(parsed, problems, sources))
+        _check_both_set(variables, file_variables, parsed, problems, sources)
     if loader is not None and not any(section == "app" for section, _ in failed):
         _check_modules(parsed, app_settings, problems, sources)
     problems.raise_if_any()
@@ -448,6 +499,7 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
         values[section] = MappingProxyType(
             {s.key: parsed[section][s.key] for s in (*settings, *extra)}
         )
+    values[ENV_SECTION] = MappingProxyType(variables)
     return Config(
         path=path,
         values=MappingProxyType(values),
@@ -455,6 +507,7 @@ def load_config(path: str, loaders: Mapping[str, AppLoader] | None = None,
         static=static,
         app_loader=loader,
         files=tuple(files),
+        file_environment=MappingProxyType(file_variables),
     )
 
 
@@ -627,16 +680,19 @@ def _describe_error(
 ) -> str:
     """One problem line for a configobj validation failure."""
     section = "/".join(sections)
-    if key is None or (not sections and key in SECTIONS or key == STATIC_SECTION):
+    if key is None or (not sections and (key in SECTIONS or key in FREE_SECTIONS)):
         name = key or section
         return f"{name} is written as a key, but it is a section: write [{name}] on a line of its own"
     if not sections and isinstance(parsed.get(key), Section):
         return f"[{key}] is a section, but {key} must be written as a key before the first section"
     setting = settings.get((section, key))
-    check = setting.check if setting else STATIC_CHECK
+    check = setting.check if setting else FREE_SECTIONS[section]
     where = _where(section, key)
     if error is False:
         needed = f"; required when loader = {loader_name}" if section == "app" else ""
+        if section == "app" and not parsed["app"].get("pythonpath"):
+            # Nothing of a site yet, as in the installed template: say what to do.
+            needed += " (set [app], and [static] for the site's files)"
         return f"{where} is missing: expected {check.expected}{needed}"
     container = parsed[section] if section else parsed
     value = _format_value(container[key])
@@ -656,7 +712,7 @@ def _describe_extra(parsed: ConfigObj, sections: tuple[str, ...], name: str, loa
         container = container[section]
     if not sections:
         if isinstance(container[name], Section):
-            known = [*SECTIONS, STATIC_SECTION]
+            known = [*SECTIONS, *FREE_SECTIONS]
             return (f"[{name}] is not a known section{_did_you_mean(name, known)}; "
                     f"known sections: {', '.join(known)}")
         keys = [s.key for s in ROOT_SETTINGS]
@@ -722,6 +778,41 @@ def _static_mappings(parsed: ConfigObj, problems: _Problems, sources) -> tuple[S
     return tuple(mappings)
 
 
+def _environment(parsed: ConfigObj, problems: _Problems, sources) -> dict[str, str]:
+    """The variables of C{[env]}, rejecting names that cannot be set."""
+    variables = {}
+    for name, value in parsed[ENV_SECTION].items():
+        problem = environment.name_problem(name)
+        if problem:
+            problems.add(f"[{ENV_SECTION}] {problem}", sources.get((ENV_SECTION, name)))
+        else:
+            variables[name] = value
+    return variables
+
+
+def _file_environment(parsed: ConfigObj, problems: _Problems, sources) -> dict[str, str]:
+    """The variables of C{[app] env_file}, read now (as root, before C{--uid})."""
+    path = parsed["app"]["env_file"]
+    if path == "off":
+        return {}
+    try:
+        return environment.read_env_file(path)
+    except environment.EnvFileError as e:
+        source = sources.get(("app", "env_file"))
+        for problem in e.problems:
+            problems.add(f"[app] env_file = {path!r}: {problem}", source)
+        return {}
+
+
+def _check_both_set(variables: Mapping[str, str], file_variables: Mapping[str, str],
+                    parsed: ConfigObj, problems: _Problems, sources) -> None:
+    """A name set in both places is a mistake: neither silently wins."""
+    for name in sorted(variables.keys() & file_variables.keys()):
+        problems.add(f"[{ENV_SECTION}] {name} is set here and in [app] env_file = "
+                     f"{parsed['app']['env_file']!r}: set it in one of them",
+                     sources.get((ENV_SECTION, name)))
+
+
 def _check_modules(parsed: ConfigObj, app_settings: Iterable[Setting], problems: _Problems,
                    sources) -> None:
     """
@@ -765,11 +856,20 @@ def summary(config: Config, with_sources: bool = False) -> str:
     if len(config.files) > 1:
         lines.append(f"files: {', '.join(config.files)}")
     for section, values in config.values.items():
+        if section == ENV_SECTION:
+            continue
         if section:
             lines.append(f"[{section}]")
         for key, value in values.items():
             if section or value:
                 lines.append(f"  {key} = {_text(value)}{origin(section, key)}")
+    lines.append(f"[{ENV_SECTION}]")
+    for name, value in config.values[ENV_SECTION].items():
+        lines.append(f"  {name} = {environment.shown(name, value)}{origin(ENV_SECTION, name)}")
+    for name in config.file_environment:
+        lines.append(f"  {name} = {environment.MASK}  (from {config['app']['env_file']})")
+    if not config.environment:
+        lines.append("  (no variables)")
     lines.append(f"[{STATIC_SECTION}]")
     for mapping in config.static:
         lines.append(f"  {mapping.prefix} = {mapping.directory}"

@@ -96,7 +96,7 @@ def build_site_service(
     site = BacktracSite(SiteRoot(), make_site_settings(config), reactor)
 
     def load_app():
-        return load_application(config.app_loader, config.app)
+        return load_application(config.app_loader, config.app, config.environment)
 
     try:
         web = WebService(make_listeners(site), site, load_app, pool, reactor)

@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
 
-from backtracweb import version_line
+from backtracweb import environment, version_line
 from backtracweb.accesslog import open_append
-from backtracweb.config import RESTART_KEYS, RESTART_SECTIONS, Config, load_config
+from backtracweb.config import ENV_SECTION, RESTART_KEYS, RESTART_SECTIONS, Config, load_config
 from backtracweb.cpu import set_scheduling
 from backtracweb.errors import ConfigError
 from backtracweb.pool import ThreadPoolService
@@ -235,7 +235,7 @@ class BacktracService(DaemonService):
             return
         self._log.info("received {signal}: reloading {path}", signal=signame, path=path)
         try:
-            new = load_config(path, endpoints_in_use=self._started_config.listen)
+            new = load_config(path, running=self._started_config)
         except ConfigError as e:
             self._not_reloaded(e)
             return
@@ -304,12 +304,19 @@ def _when(timestamp: float) -> str:
 
 
 def _differences(old: Config, new: Config):
-    """(section, key, old value, new value) for every value that differs."""
+    """
+    (section, key, old value, new value) for every value that differs
+    (None where a key is absent), secrets masked: they go to the log.
+    """
     for section, values in new.values.items():
         previous = old.values.get(section, {})
-        for key, value in values.items():
-            if previous.get(key) != value:
-                yield section, key, previous.get(key), value
+        for key in (*values, *(k for k in previous if k not in values)):
+            before, after = previous.get(key), values.get(key)
+            if before != after:
+                if section == ENV_SECTION:
+                    before, after = (None if value is None else environment.shown(key, value)
+                                     for value in (before, after))
+                yield section, key, before, after
     old_static = {m.prefix: m.directory for m in old.static}
     new_static = {m.prefix: m.directory for m in new.static}
     for prefix in sorted(old_static.keys() | new_static.keys()):

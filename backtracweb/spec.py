@@ -136,7 +136,7 @@ def endpoints() -> Check:
     return Check(
         "endpoint_list()",
         "a comma-separated list of Twisted endpoint strings such as tcp:8080 or "
-        "unix:/run/backtracweb.sock",
+        "unix:/run/backtracweb/web.sock",
     )
 
 
@@ -184,6 +184,16 @@ def directory() -> Check:
 def directory_list() -> Check:
     """A comma-separated list of existing directories."""
     return Check("directory_list()", "a comma-separated list of existing directories")
+
+
+def env_value() -> Check:
+    """The value of an environment variable: one string."""
+    return Check("env_value()", "any text (quoted if it contains commas)")
+
+
+def env_file() -> Check:
+    """A file of environment variables, or C{off}."""
+    return Check("env_file()", "off, or the path of a file of NAME=value lines")
 
 
 def python_module() -> Check:
@@ -253,6 +263,27 @@ def check_directory_list(value: Any, *, base: str) -> tuple[str, ...]:
     """configobj check C{directory_list}: existing directories, made absolute."""
     values = value if isinstance(value, list) else [value]
     return tuple(_resolve_directory(v, base) for v in values if v.strip())
+
+
+def check_env_value(value: Any) -> str:
+    """configobj check C{env_value}: any one string, kept as written."""
+    return _single(value)
+
+
+def check_env_file(value: Any, *, base: str) -> str:
+    """
+    configobj check C{env_file}: C{off} or a path, made absolute.  The file
+    is read after validation (L{backtracweb.environment.read_env_file}).
+    """
+    value = _single(value).strip()
+    if value == "off":
+        return value
+    if not value:
+        raise Invalid(f"expected {env_file().expected}")
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    if os.path.isdir(path):
+        raise Invalid(f"{path} is a directory; expected a file of NAME=value lines")
+    return path
 
 
 def _is_dotted_name(name: str) -> bool:
@@ -492,6 +523,8 @@ def custom_checks(base: str, endpoints_in_use: Collection[str] = ()
         "ip_address": check_ip_address,
         "directory": bind(check_directory),
         "directory_list": bind(check_directory_list),
+        "env_value": check_env_value,
+        "env_file": bind(check_env_file),
         "python_module": check_python_module,
         "python_object": check_python_object,
         "size": check_size,

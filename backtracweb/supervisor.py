@@ -347,7 +347,7 @@ class Supervisor(DaemonService):
         self._log.info("received {signal}: reloading {path}", signal=signame,
                       path=self.config.path)
         try:
-            new = load_config(self.config.path, endpoints_in_use=self._started_config.listen)
+            new = load_config(self.config.path, running=self._started_config)
         except ConfigError as e:
             not_reloaded(self._log, e, self.config)
             return

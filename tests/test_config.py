@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,6 +42,11 @@ APP = """
 pythonpath = proj
 DJANGO_SETTINGS_MODULE = mysite.settings
 """
+
+
+def running(listen=(), file_environment=None) -> SimpleNamespace:
+    """What L{load_config} reads of a running server's configuration, on reload."""
+    return SimpleNamespace(listen=listen, file_environment=file_environment or {})
 
 
 def problems(site: Path, body: str) -> list[str]:
@@ -134,7 +140,7 @@ def test_path_relative_to_config_given_relatively(site, monkeypatch):
         ("[threadpool]\nmaxx = 4\n", "FILE: [threadpool] maxx is not a known key "
          "(did you mean max?); known keys: min, max"),
         ("[srever]\nport = 1\n", "FILE: [srever] is not a known section (did you mean server?); "
-         "known sections: server, threadpool, app, log, proxy, limits, status, static"),
+         "known sections: server, threadpool, app, log, proxy, limits, status, env, static"),
         ("port = 1\n", "FILE: port = '1' is outside any section; put it under the [section] "
          "it belongs to"),
         ("server = 1\n", "FILE: server is written as a key, but it is a section: "
@@ -168,7 +174,8 @@ def test_each_bad_value_is_reported_exactly(site, body, expected):
     "body, expected",
     [
         ("[app]\n", "FILE: [app] DJANGO_SETTINGS_MODULE is missing: expected a dotted Python "
-         "module name such as mysite.settings; required when loader = django"),
+         "module name such as mysite.settings; required when loader = django (set [app], and "
+         "[static] for the site's files)"),
         ("[app]\nDJANGO_SETTINGS_MODULE = my-site.settings\n",
          "FILE: [app] DJANGO_SETTINGS_MODULE = 'my-site.settings': expected a dotted Python "
          "module name such as mysite.settings"),
@@ -213,7 +220,7 @@ def test_keys_of_another_loader_are_unknown(site):
     lines = problems(site, "[app]\nloader = wsgi\napplication = json:dumps\n"
                            "DJANGO_SETTINGS_MODULE = mysite.settings\n")
     assert lines == ["FILE: [app] DJANGO_SETTINGS_MODULE is not a known key with loader = wsgi; "
-                     "known keys: loader, pythonpath, application"]
+                     "known keys: loader, pythonpath, env_file, application"]
 
 
 def test_every_problem_is_reported_at_once(site):
@@ -353,7 +360,8 @@ def test_configspec_is_generated_from_the_declarations():
         "[app]",
         "loader = word(default='django')",
     ]
-    assert spec[14:16] == ["pythonpath = directory_list(default=list())", "extra = integer(min=1)"]
+    assert spec[14:17] == ["pythonpath = directory_list(default=list())",
+                           "env_file = env_file(default='off')", "extra = integer(min=1)"]
     assert "status_path" not in spec
     assert "allow = network_list(default=list('127.0.0.1', '::1'))" in spec
     assert "max_body = size(default='1G')" in spec
@@ -398,6 +406,6 @@ def test_endpoints_in_use_are_not_parsed_again(site):
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
     assert "is not a usable Twisted endpoint" in str(caught.value)
-    assert load_config(str(path), endpoints_in_use=(endpoint,)).listen == (endpoint,)
+    assert load_config(str(path), running=running(listen=(endpoint,))).listen == (endpoint,)
     with pytest.raises(ConfigError):
-        load_config(str(path), endpoints_in_use=("tcp:8080",))
+        load_config(str(path), running=running(listen=("tcp:8080",)))

@@ -1,7 +1,8 @@
 """
-The sample file and the README are derived from the setting declarations:
-these tests keep them in step with what the validator accepts.  After
-changing a setting, run `python -m backtracweb.docs` to regenerate both.
+The template (etc/backtrac.ini) and the reference (docs/configuration.md)
+are derived from the setting declarations: these tests keep them in step
+with what the validator accepts.  After changing a setting, run
+`python -m backtracweb.docs` to regenerate both.
 """
 
 from __future__ import annotations
@@ -9,18 +10,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from backtracweb.apps import BUILTIN_LOADERS, loader_settings
-from backtracweb.config import ROOT_SETTINGS, SECTIONS, load_config
-from backtracweb.docs import (
-    BEGIN,
-    END,
-    reference_markdown,
-    render_sample,
-    sample_comment,
-)
+from backtracweb.config import FREE_SECTIONS, ROOT_SETTINGS, SECTIONS, load_config
+from backtracweb.docs import reference_markdown, render_sample, sample_comment
+from backtracweb.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "etc" / "backtrac.ini"
+DEMO = REPO / "demo"
 
 
 def test_sample_is_rendered_from_the_declarations():
@@ -28,13 +27,41 @@ def test_sample_is_rendered_from_the_declarations():
     assert SAMPLE.read_text() == render_sample()
 
 
-def test_sample_is_valid_and_serves_the_demo():
-    """etc/backtrac.ini loads as shipped, pointing at the demo project."""
-    config = load_config(str(SAMPLE))
+def test_template_asks_for_the_site_in_one_line():
+    """
+    As installed, the template names the one thing to do: set [app] (and
+    [static]); nothing about paths that exist only in the source tree.
+    """
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(SAMPLE))
+    assert caught.value.problems == [
+        f"{SAMPLE}: [app] DJANGO_SETTINGS_MODULE is missing: expected a dotted Python module "
+        "name such as mysite.settings; required when loader = django (set [app], and [static] "
+        "for the site's files)"]
+
+
+def test_template_with_the_site_set_is_valid(tmp_path):
+    """Uncommenting [app]'s examples and [static]'s, pointed at a site, is all it takes."""
+    text = SAMPLE.read_text()
+    for example, value in (("# pythonpath = /srv/mysite", f"pythonpath = {DEMO}"),
+                           ("# DJANGO_SETTINGS_MODULE = mysite.settings",
+                            "DJANGO_SETTINGS_MODULE = demosite.settings"),
+                           ("# /static = /srv/mysite/static", f"/static = {DEMO / 'static'}")):
+        assert text.count(f"\n{example}\n") == 1, example
+        text = text.replace(f"\n{example}\n", f"\n{value}\n")
+    path = tmp_path / "backtrac.ini"
+    path.write_text(text)
+    config = load_config(str(path))
+    assert config.app["pythonpath"] == (str(DEMO),)
+    assert [(m.prefix, m.directory) for m in config.static] == [("/static", str(DEMO / "static"))]
+
+
+def test_demo_has_its_own_file():
+    """demo/backtrac.ini, which the quick start serves, loads and points at the demo."""
+    config = load_config(str(DEMO / "backtrac.ini"))
     assert config.app["DJANGO_SETTINGS_MODULE"] == "demosite.settings"
-    assert config.app["pythonpath"] == (str(REPO / "demo"),)
-    assert [(m.prefix, m.directory) for m in config.static] == [
-        ("/static", str(REPO / "demo" / "static"))]
+    assert config.app["pythonpath"] == (str(DEMO),)
+    assert [(m.prefix, m.directory) for m in config.static] == [("/static", str(DEMO / "static"))]
 
 
 def test_sample_documents_every_key_with_its_default():
@@ -56,8 +83,9 @@ def test_sample_documents_every_key_with_its_default():
     assert "# max_body = 1G\n" in text
 
 
-def test_readme_reference_is_generated_from_the_declarations():
-    """The README's configuration reference is exactly what backtracweb.docs renders."""
-    readme = (REPO / "README.md").read_text()
-    start, end = readme.index(BEGIN), readme.index(END) + len(END)
-    assert readme[start:end] == reference_markdown()
+def test_reference_is_generated_from_the_declarations():
+    """docs/configuration.md is exactly what backtracweb.docs renders, every section in it."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    assert text == reference_markdown()
+    for section in (*SECTIONS, *FREE_SECTIONS):
+        assert f"## `[{section}]`" in text

@@ -133,20 +133,29 @@ class Site:
     port: int
 
 
+def installed_sample(venv: Path) -> Path:
+    return venv / "share" / "backtracweb" / "backtrac.ini"
+
+
 @pytest.fixture(scope="module")
 def site(workspace: Path, source: Path, venv: Path) -> Site:
     """
-    The installed sample configuration, next to a copy of the demo it serves
-    (pythonpath = ../demo) as in the source tree, on a free port.
+    The installed template made to serve a copy of the demo, as a packager
+    or an admin makes it: [app] and [static] set, on a free port.
     """
     root = workspace / "site"
     shutil.copytree(source / "demo", root / "demo")
     config = root / "etc" / "backtrac.ini"
     config.parent.mkdir()
     port = free_port()
-    sample = (venv / "share" / "backtracweb" / "backtrac.ini").read_text()
-    text, count = re.subn(r"(?m)^port = 8080$", f"port = {port}", sample)
-    assert count == 1, "the sample no longer says port = 8080"
+    text = installed_sample(venv).read_text()
+    for example, value in ((r"port = 8080", f"port = {port}"),
+                           (r"# pythonpath = \S+", "pythonpath = ../demo"),
+                           (r"# DJANGO_SETTINGS_MODULE = \S+",
+                            "DJANGO_SETTINGS_MODULE = demosite.settings"),
+                           (r"# /static = \S+", "/static = ../demo/static")):
+        text, count = re.subn(rf"(?m)^{example}$", value, text)
+        assert count == 1, f"the template no longer has a line {example!r}"
     config.write_text(text)
     return Site(config, port)
 
@@ -219,8 +228,19 @@ def test_packagers_cache_refresh_leaves_twistd_nothing_to_write(venv: Path):
     assert cache.stat().st_mtime_ns == written
 
 
-def test_check_passes_on_the_installed_sample(venv: Path, site: Site):
-    """The console script validates the sample and imports the demo's Django application."""
+def test_check_on_the_installed_template_asks_for_the_site(venv: Path):
+    """As installed, check fails with one line: set [app] (and [static])."""
+    result = run(venv, "backtracweb", "check", "-c", str(installed_sample(venv)))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"{installed_sample(venv)}: [app] DJANGO_SETTINGS_MODULE is missing: expected a dotted "
+        "Python module name such as mysite.settings; required when loader = django (set [app], "
+        "and [static] for the site's files)\n")
+
+
+def test_check_passes_on_the_template_with_the_site_set(venv: Path, site: Site):
+    """The console script validates the file and imports the demo's Django application."""
     result = run(venv, "backtracweb", "check", "-c", str(site.config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"127.0.0.1:{site.port}" in result.stdout
@@ -261,8 +281,8 @@ def run_as(request) -> dict:
 def test_daemon_serves_the_installed_sample(venv: Path, site: Site, workspace: Path, run_as):
     """
     twistd from the wheel's virtualenv, daemonized as an init script runs it,
-    serves the installed sample: the demo's page, and a stylesheet through
-    the sample's [static] mapping; SIGTERM stops it.  When the tests run as
+    serves the installed template set to the demo: the demo's page, and a
+    stylesheet through its [static] mapping; SIGTERM stops it.  When the tests run as
     root, the daemon runs as nobody, who may not write to site-packages, and
     (the plugin cache having been refreshed) logs no plugin-cache warning.
     """

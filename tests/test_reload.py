@@ -319,6 +319,28 @@ class TestReload:
         assert service.web.root.app is None
         service.web.site.settings.access_log.close()
 
+    def test_environment_changes_need_a_restart_and_stay_masked(self, site_dir):
+        """
+        A changed, added or removed C{[env]} variable needs a restart; the
+        log never shows the value of one whose name looks secret.
+        """
+        service, _, _ = build(site_dir, env={"SECRET_KEY": "old-secret", "MYSITE_MODE": "a",
+                                             "GONE": "x"})
+        write_config(site_dir, env={"SECRET_KEY": "new-secret", "MYSITE_MODE": "b",
+                                    "GONE": None, "ADDED": "y"})
+        with capturedLogs() as events:
+            service.reload("SIGHUP")
+        warnings = [text for level, text in messages(events) if level is LogLevel.warn]
+        keeps = "this takes a restart, so the running server keeps"
+        assert warnings == [
+            f"reload: [env] SECRET_KEY changed from ******** to ********; {keeps} ********",
+            f"reload: [env] MYSITE_MODE changed from a to b; {keeps} a",
+            f"reload: [env] ADDED changed from (none) to y; {keeps} (none)",
+            f"reload: [env] GONE changed from x to (none); {keeps} x",
+        ]
+        assert "secret" not in "".join(text for _, text in messages(events))
+        service.web.site.settings.access_log.close()
+
     def test_restart_warning_repeats_until_restart(self, site_dir):
         """
         The restart warning compares with what the server started with: it

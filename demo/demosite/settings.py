@@ -1,5 +1,5 @@
 """
-Settings of the demo site that etc/backtrac.ini serves: a page of its own
+Settings of the demo site that demo/backtrac.ini serves: a page of its own
 and Django's admin, on sqlite.  Not for production.
 
 Everything the demo writes stays inside demo/ and out of git (.gitignore):
@@ -60,7 +60,7 @@ USE_TZ = True
 # Django sets the process time zone from TIME_ZONE; UTC keeps the twistd log in UTC.
 TIME_ZONE = "UTC"
 
-# backtracweb serves this directory at /static/ ([static] in etc/backtrac.ini);
+# backtracweb serves this directory at /static/ ([static] in demo/backtrac.ini);
 # Django serves no static file.  It holds the committed site.css, which no
 # finder collects so that a fresh clone's page is styled before collectstatic
 # ever ran, and beside it the admin's files that `manage.py collectstatic`

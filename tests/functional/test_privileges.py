@@ -28,8 +28,9 @@ from test_listen import APP, fetch, self_signed_certificate, tls_context
 ENDPOINT = "systemd:domain=INET:index=0"
 
 # A WSGI app next to testapp.py that reports the credentials of the worker
-# thread running the request (getres[ug]id are per calling thread on Linux),
-# and hands every other path to testapp.
+# thread running the request (getres[ug]id are per calling thread on Linux)
+# at /ids, two variables of its environment at /env, and hands every other
+# path to testapp.
 IDS_APP = '''\
 import json
 import os
@@ -39,12 +40,16 @@ from testapp import application as testapp
 
 
 def application(environ, start_response):
-    if environ["PATH_INFO"] != "/ids":
+    if environ["PATH_INFO"] == "/env":
+        body = json.dumps({name: os.environ.get(name) for name in ("BTW_SECRET", "BTW_MODE")})
+    elif environ["PATH_INFO"] == "/ids":
+        body = json.dumps({
+            "uids": os.getresuid(), "gids": os.getresgid(), "groups": os.getgroups(),
+            "thread": threading.current_thread().name,
+        })
+    else:
         return testapp(environ, start_response)
-    body = json.dumps({
-        "uids": os.getresuid(), "gids": os.getresgid(), "groups": os.getgroups(),
-        "thread": threading.current_thread().name,
-    }).encode()
+    body = body.encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
     return [body]
@@ -156,6 +161,41 @@ def test_privileged_port_then_runs_as_nobody(nobody_daemon):
     log = daemon.log()
     assert "No permission to delete pid file" not in log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_env_file_only_root_may_read_reaches_the_application_as_nobody(nobody_daemon, workers):
+    """
+    [app] env_file readable by root only, with twistd --uid nobody: twistd
+    reads it before the drop, and the application (imported as nobody,
+    after the fork; with workers, in each worker) sees its variables and
+    [env]'s; SIGHUP reloads without reading it again, and no value reaches
+    the log.
+    """
+    daemon, uid, gid = nobody_daemon
+    secrets = daemon.workdir / "secret.env"
+    secrets.write_text("# the application's secrets\nBTW_SECRET='only root reads this'\n")
+    secrets.chmod(0o600)
+    assert unreadable_as(uid, gid, [str(secrets)]) == [str(secrets)]
+    config = daemon.config.read_text().replace("[app]\n", f"[app]\nenv_file = {secrets}\n")
+    daemon.config.write_text(config.replace("[server]\n", f"[server]\nworkers = {workers}\n")
+                             + "[env]\nBTW_MODE = production\n")
+    daemon.start("--uid", str(uid), "--gid", str(gid))
+    expected = {"BTW_SECRET": "only root reads this", "BTW_MODE": "production"}
+
+    def seen() -> dict:
+        response, body = daemon.get("/env")
+        assert response.status == 200, body
+        return json.loads(body)
+
+    assert seen() == expected
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("reload: done") == workers, 20, "the reload")
+    assert seen() == expected
+    daemon.stop()
+    log = daemon.log()
+    assert "only root reads this" not in log
+    assert "not reloaded" not in log and "Traceback" not in log, log
 
 
 @pytest.mark.parametrize("workers", [1, 2])
