@@ -34,9 +34,23 @@ def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> in
     print(version_line(), file=out)
     print(summary(config, with_sources=show_sources), file=out)
     print(f"application: {_describe(application)} imported", file=out)
-    for warning in listen_warnings(config) + env_file_warnings(config):
+    for warning in listen_warnings(config) + env_file_warnings(config) + \
+            single_process_warnings(config):
         print(f"warning: {warning}", file=out)
     return 0
+
+
+WORKER_ONLY = ("start_timeout", "worker_timeout", "max_requests", "max_requests_jitter",
+               "max_memory")
+"""[server] keys the supervisor of several workers applies, and nothing else."""
+
+
+def single_process_warnings(config: Config) -> list[str]:
+    """Settings made in the file for worker processes, when there is one process."""
+    if config["server"]["workers"] > 1:
+        return []
+    return [f"[server] {key} is set but applies only with workers = 2 or more"
+            for key in WORKER_ONLY if ("server", key) in config.sources]
 
 
 def env_file_warnings(config: Config) -> list[str]:

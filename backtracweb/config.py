@@ -56,6 +56,9 @@ from backtracweb.spec import (
 
 DEFAULT_LOADER = "django"
 
+MOST_WORKERS = 64
+"""The most worker processes, whether configured or added with SIGTTIN."""
+
 ROOT_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "include",
@@ -89,11 +92,12 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
             ),
             Setting(
                 "workers",
-                integer(1, 64),
+                integer(1, MOST_WORKERS),
                 1,
                 "Worker processes serving the site, each with its own thread pool, "
                 "sharing the listening sockets; the twistd process supervises them "
-                "(restarts one that dies, passes on signals). About one per CPU core. "
+                "(restarts one that dies or hangs, passes on signals; SIGTTIN adds a "
+                "worker and SIGTTOU removes one while it runs). About one per CPU core. "
                 "Needs a restart.",
             ),
             Setting(
@@ -123,6 +127,54 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 30,
                 "On SIGTERM, how long requests in flight may take to finish before "
                 "the server exits anyway.",
+            ),
+            Setting(
+                "start_timeout",
+                seconds(1),
+                60,
+                "With several workers: how long a worker may take to load the "
+                "application and serve. One that takes longer has its threads' stacks "
+                "logged and is killed; at the daemon's first start that fails the start.",
+            ),
+            Setting(
+                "worker_timeout",
+                seconds(1),
+                30,
+                "With several workers: how long a worker's event loop may go without "
+                "answering the supervisor's heartbeat (stuck in a C extension, "
+                "deadlocked, stopped) before its threads' stacks are logged and it is "
+                "killed and replaced. Requests running in the thread pool do not "
+                "block the heartbeat, however long they take.",
+            ),
+            Setting(
+                "max_requests",
+                integer(0),
+                0,
+                "With several workers: a worker that has served this many requests is "
+                "replaced (its successor serves before it drains, so nothing is "
+                "refused): a bound on slow leaks in the application. 0: never.",
+            ),
+            Setting(
+                "max_requests_jitter",
+                integer(0),
+                0,
+                "Up to this many requests added at random to each worker's max_requests, "
+                "so that workers started together are not all replaced together.",
+            ),
+            Setting(
+                "max_memory",
+                size(),
+                "0",
+                "With several workers: a worker whose resident memory grows past this "
+                "size (such as 512M) is replaced as for max_requests. 0: never.",
+            ),
+            Setting(
+                "request_warn",
+                seconds(0),
+                60,
+                "A request still running in the application after this many seconds "
+                "is logged once, with its method, path, thread and stack, so that a "
+                "hung view can be found without a debugger; 0 turns this off.",
             ),
         ),
         "threadpool": (
@@ -282,7 +334,8 @@ FREE_SECTIONS: Mapping[str, Check] = MappingProxyType({ENV_SECTION: ENV_CHECK,
 
 SECTION_DOCS: Mapping[str, str] = MappingProxyType(
     {
-        "server": "Where to listen, and how long to wait for requests when stopping.",
+        "server": "Where to listen, the worker processes and how they are watched, and how "
+                  "long to wait for requests when stopping.",
         "threadpool": "The threads the WSGI application runs in.",
         "app": "The WSGI application. Keys besides loader, pythonpath and env_file "
                "belong to the loader.",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.internet.defer import Deferred
+
 from backtracweb.accesslog import AccessLog
 from backtracweb.apps import load_application
 from backtracweb.config import Config
@@ -58,6 +60,7 @@ def make_site_settings(config: Config) -> SiteSettings:
         graceful_timeout=config["server"]["graceful_timeout"],
         config_file=config.path,
         loaded_at=config.loaded_at,
+        request_warn=config["server"]["request_warn"],
     )
 
 
@@ -84,22 +87,26 @@ def build_site_service(
     make_listeners: Callable[[BacktracSite], list],
     reactor,
     service_class: type[BacktracService] = BacktracService,
+    whole_server: Callable[[], Deferred[dict]] | None = None,
 ) -> BacktracService:
     """
     A L{BacktracService} holding the thread pool service (C{threadpool})
     and the web server (C{web}), in the order they start, serving on the
-    listeners C{make_listeners} gives for the site.
+    listeners C{make_listeners} gives for the site.  In a worker process
+    of several, C{whole_server} asks the supervisor for the numbers of
+    every worker, for the status page.
 
     @raise ConfigError: the access log cannot be opened.
     """
     pool = make_pool(config.min_threads, config.max_threads)
-    site = BacktracSite(SiteRoot(), make_site_settings(config), reactor)
+    site = BacktracSite(SiteRoot(whole_server), make_site_settings(config), reactor)
 
     def load_app():
         return load_application(config.app_loader, config.app, config.environment)
 
     try:
-        web = WebService(make_listeners(site), site, load_app, pool, reactor)
+        web = WebService(make_listeners(site), site, load_app, pool, reactor,
+                         multiprocess=whole_server is not None)
     except StartupError as e:
         raise StartupError(f"{config.path}: {e}") from None
     return service_class(

@@ -6,9 +6,10 @@ application for every other path.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from backtracweb.config import StaticMapping
@@ -48,19 +49,22 @@ class SiteRoot:
     @ivar app: the WSGI container; set when the application has been
         loaded, which happens after twistd forks.
     @ivar pool: the application's thread pool, watched for overload.
+    @ivar whole_server: in a worker of several, asks the supervisor for
+        the whole server's numbers, for the status page.
     """
 
     _log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, whole_server: Callable[[], Deferred[dict]] | None = None) -> None:
         self.app = None
         self.pool: WorkerPool | None = None
+        self.whole_server = whole_server
         self._last_warning = float("-inf")
 
     def handle(self, request: Request) -> None:
         settings = request.channel.site.settings
         if settings.status_path is not None and request.path == settings.status_path:
-            render_status(request, self.pool)
+            render_status(request, self.pool, self.whole_server)
             return
         if settings.routes:
             segments = request.path[1:].split(b"/")

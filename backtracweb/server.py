@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import time
 from typing import Callable, Iterable
 
 from twisted.application.internet import StreamServerEndpointService
@@ -21,7 +22,10 @@ from twisted.logger import Logger
 from backtracweb.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
 from backtracweb.pool import ReactorCalls, WorkerPool
+from backtracweb.repeat import Repeating
+from backtracweb.slowrequests import CHECK_EVERY, SlowRequestLog
 from backtracweb.spec import readable_endpoint
+from backtracweb.tls import make_renewable
 from backtracweb.website import BacktracSite
 from backtracweb.wsgi import WSGIContainer
 
@@ -49,6 +53,8 @@ class ListeningService(StreamServerEndpointService):
         super().__init__(endpoint, factory)
         self._raiseSynchronously = True  # so twistd reports bind errors and exits
         self.description = description
+        self.tls = (make_renewable(endpoint, description, reactor)
+                    if description.startswith("ssl:") else None)
 
     def privilegedStartService(self) -> None:
         try:
@@ -118,12 +124,16 @@ class WebService(MultiService):
         load_app: Callable[[], WSGIApplication],
         pool: WorkerPool,
         reactor,
+        multiprocess: bool = False,
     ) -> None:
         super().__init__()
         self.site = site
         self._load_app = load_app
         self._pool = pool
         self._reactor = reactor
+        self._multiprocess = multiprocess
+        self._slow_requests = Repeating(reactor, CHECK_EVERY, self._log_slow_requests)
+        self._slow_request_log: SlowRequestLog | None = None
         for listener in listeners:
             listener.setServiceParent(self)
 
@@ -136,8 +146,12 @@ class WebService(MultiService):
             application = self._load_app()
         except StartupError as e:
             raise fatal(e)
-        self.root.app = WSGIContainer(ReactorCalls(self._reactor), self._pool, application)
+        container = WSGIContainer(ReactorCalls(self._reactor), self._pool, application,
+                                  self._multiprocess)
+        self.root.app = container
         self.root.pool = self._pool
+        self._slow_request_log = SlowRequestLog(container.running)
+        self._slow_requests.start()
         # What exists now (the application, Django, Twisted: some 60,000
         # objects for a small site) lives as long as the process.  Frozen,
         # it is left out of the collector's full passes, which otherwise
@@ -149,6 +163,9 @@ class WebService(MultiService):
         for listening in self:
             self._log.info("serving on {address}", address=readable_endpoint(listening.description))
 
+    def _log_slow_requests(self) -> None:
+        self._slow_request_log.check(self.site.settings.request_warn, time.monotonic())
+
     def stopService(self) -> Deferred[None]:
         """Stop listening, then drain the open connections."""
         timeout = self.site.settings.graceful_timeout
@@ -158,4 +175,11 @@ class WebService(MultiService):
             "request(s) in flight",
             timeout=timeout, busy=busy,
         )
-        return super().stopService().addCallback(lambda _: self.site.drain(timeout))
+        drained = super().stopService().addCallback(lambda _: self.site.drain(timeout))
+        return drained.addBoth(self._stop_watching)
+
+    def _stop_watching(self, result: object) -> object:
+        # Requests that hang while draining are the ones worth knowing about.
+        if self._slow_requests.running:
+            self._slow_requests.stop()
+        return result

@@ -29,6 +29,7 @@ from backtracweb.cpu import set_scheduling
 from backtracweb.errors import ConfigError
 from backtracweb.pool import ThreadPoolService
 from backtracweb.server import WebService
+from backtracweb.tls import UnusableCertificate
 from backtracweb.website import SiteSettings
 
 
@@ -62,7 +63,8 @@ class DaemonService(MultiService):
         # SIGHUP and SIGUSR1 at once: until then SIGHUP would kill the daemon.
         # SIGTERM and SIGINT once reactor.run() has installed its own
         # handlers, which ours then replace.
-        self.install_signal_handlers(signal.SIGHUP, signal.SIGUSR1)
+        self.install_signal_handlers(signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN,
+                                     signal.SIGTTOU)
         self._reactor.callWhenRunning(self.install_signal_handlers, *self.stop_signals)
 
     def install_signal_handlers(self, *signums: int) -> None:
@@ -72,6 +74,8 @@ class DaemonService(MultiService):
             signal.SIGUSR1: self.reopen_logs,
             signal.SIGTERM: self.stop,
             signal.SIGINT: self.stop,
+            signal.SIGTTIN: self.add_worker,
+            signal.SIGTTOU: self.remove_worker,
         }
         if signal.SIGUSR1 in signums:
             self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
@@ -112,6 +116,20 @@ class DaemonService(MultiService):
     def cut_short(self) -> None:
         """Stop waiting for requests in flight."""
         raise NotImplementedError
+
+    def add_worker(self, signame: str = "add request") -> None:
+        """One worker process more: only a supervisor has them."""
+        self._one_process(signame)
+
+    def remove_worker(self, signame: str = "remove request") -> None:
+        """One worker process fewer: only a supervisor has them."""
+        self._one_process(signame)
+
+    def _one_process(self, signame: str) -> None:
+        # (Their default action would stop the daemon as if it read a terminal.)
+        self._log.warn("received {signal}: this server is one process ([server] workers = 1); "
+                       "with workers = 2 or more, SIGTTIN and SIGTTOU add and remove workers",
+                       signal=signame)
 
     def reload(self, signame: str = "reload request") -> None:
         """Apply the configuration file again, as far as possible without a restart."""
@@ -273,8 +291,23 @@ class BacktracService(DaemonService):
         site.settings = settings
         old_settings.access_log.close()
         self.config = new
+        self._renew_certificates()
         self._log.info("reload: done; changed: {changes}",
                        changes=", ".join(changes) or "nothing")
+
+    def _renew_certificates(self) -> None:
+        """Serve new TLS connections with the certificate files as they are now."""
+        for listener in self.web:
+            tls = getattr(listener, "tls", None)
+            if tls is None:
+                continue
+            try:
+                message = tls.renew()
+            except UnusableCertificate as e:
+                self._log.error("reload: {message}", message=e)
+                continue
+            if message is not None:
+                self._log.info("reload: {message}", message=message)
 
     def _not_reloaded(self, error: ConfigError) -> None:
         not_reloaded(self._log, error, self.config)

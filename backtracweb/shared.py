@@ -29,6 +29,7 @@ from twisted.internet.protocol import ServerFactory
 from backtracweb.errors import StartupError
 from backtracweb.server import ListeningService, accept_pending
 from backtracweb.spec import endpoint_files, with_endpoint_files
+from backtracweb.tls import RenewableContext, context_factory
 from backtracweb.website import BacktracSite
 
 
@@ -118,13 +119,16 @@ class InheritedSocketService(Service):
     """
 
     def __init__(self, fd: int, description: str, site: BacktracSite, reactor,
-                 seat: Seat | None = None) -> None:
+                 seat: Seat | None = None, configured: str | None = None) -> None:
         self.fd = fd
         self.description = description
+        self.configured = configured or description
+        """The endpoint as configured, naming the files a reload reads again."""
         self._site = site
         self._reactor = reactor
         self._seat = seat
         self._port = None
+        self.tls: RenewableContext | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -137,7 +141,8 @@ class InheritedSocketService(Service):
             from twisted.protocols.tls import TLSMemoryBIOFactory  # needs pyOpenSSL
 
             endpoint = serverFromString(self._reactor, self.description)
-            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, self._site)
+            self.tls = RenewableContext(self.configured, context_factory(endpoint), self._reactor)
+            factory = TLSMemoryBIOFactory(self.tls, False, self._site)
             for path in endpoint_files(self.description).values():
                 if path.startswith(_OWN_FD):  # read: the copy is not needed any more
                     os.close(int(path[len(_OWN_FD):]))
@@ -167,36 +172,42 @@ class InheritedSocketService(Service):
 class LoadBoard:
     """
     How many connections each worker has open, in memory that the
-    supervisor and its workers share (a memfd the workers inherit).  Each
-    worker writes its own count; reads of the others' need no lock, since
-    a count a moment old is as good as a current one for choosing.
+    supervisor and its workers share (a memfd the workers inherit): one
+    count a seat, numbered from 1.  Each worker writes its own count;
+    reads of the others' need no lock, since a count a moment old is as
+    good as a current one for choosing.  An empty seat reads as
+    L{EMPTY}, so that nobody leaves a connection to it.
     """
 
-    _SLOT = 8  # one signed 64-bit count per worker
+    _SLOT = 8  # one signed 64-bit count per seat
+    EMPTY = 2**62
 
-    def __init__(self, fd: int, workers: int) -> None:
+    def __init__(self, fd: int, seats: int) -> None:
         self.fd = fd
-        self.workers = workers
-        self._map = mmap.mmap(fd, self._SLOT * workers)
+        self.seats = seats
+        self._map = mmap.mmap(fd, self._SLOT * seats)
         self.counts = memoryview(self._map).cast("q")
 
     @classmethod
-    def create(cls, workers: int) -> LoadBoard:
+    def create(cls, seats: int) -> LoadBoard:
         fd = os.memfd_create("backtracweb-load")
-        os.ftruncate(fd, cls._SLOT * workers)
-        return cls(fd, workers)
+        os.ftruncate(fd, cls._SLOT * seats)
+        board = cls(fd, seats)
+        for seat in range(1, seats + 1):
+            board.retire(seat)  # until a worker sits there
+        return board
 
-    def set(self, index: int, count: int) -> None:
-        """Worker C{index} (from 1) has C{count} connections."""
-        self.counts[index - 1] = count
+    def set(self, seat: int, count: int) -> None:
+        """The worker at C{seat} has C{count} connections."""
+        self.counts[seat - 1] = count
 
-    def retire(self, index: int) -> None:
-        """Worker C{index} is gone: nobody should leave a connection to it."""
-        self.counts[index - 1] = 2**62
+    def retire(self, seat: int) -> None:
+        """The worker at C{seat} is gone or leaving: nobody should leave a connection to it."""
+        self.counts[seat - 1] = self.EMPTY
 
-    def seat(self, index: int) -> Seat:
-        """Worker C{index}'s place on the board, from which it takes its turns."""
-        return Seat(self, index)
+    def seat(self, seat: int) -> Seat:
+        """The place of the worker at C{seat}, from which it takes its turns."""
+        return Seat(self, seat)
 
 
 class Seat:

@@ -58,6 +58,7 @@ class SiteSettings:
     graceful_timeout: float
     config_file: str
     loaded_at: float
+    request_warn: float = 0.0
 
 
 class Stats:

@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import threading
+import time
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -98,10 +99,14 @@ class WSGIContainer:
     decoded path as C{PATH_INFO}.
     """
 
-    def __init__(self, reactor, pool, application: Callable) -> None:
+    def __init__(self, reactor, pool, application: Callable, multiprocess: bool = False) -> None:
         self._reactor = reactor
         self._pool = pool
         self._application = application
+        self.multiprocess = multiprocess
+        """C{wsgi.multiprocess}: whether other processes serve the same site."""
+        self.running: dict[int, tuple[float, Request]] = {}
+        """The requests the application is running: (start, request) by thread id."""
         self._started = 0  # counted on the reactor thread
         self._done = 0  # counted by the workers, under the lock
         self._done_lock = threading.Lock()
@@ -117,10 +122,10 @@ class WSGIContainer:
 
     def handle(self, request: Request) -> None:
         self._started += 1
-        _Response(self._reactor, self._application, request, self._request_done).start(self._pool)
+        _Response(self._reactor, self, request).start(self._pool)
 
 
-def make_environ(request: Request) -> dict[str, Any]:
+def make_environ(request: Request, multiprocess: bool = False) -> dict[str, Any]:
     """
     The WSGI environ for a request.  Called in the worker thread: the
     reactor no longer changes what is read here.
@@ -146,7 +151,7 @@ def make_environ(request: Request) -> dict[str, Any]:
         "wsgi.input_terminated": True,
         "wsgi.errors": _ERRORS,
         "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
+        "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
@@ -195,12 +200,10 @@ class _Response:
     C{_in_reactor} runs on the reactor thread; the rest in the worker.
     """
 
-    def __init__(self, reactor, application: Callable, request: Request,
-                 done: Callable[[], None]) -> None:
+    def __init__(self, reactor, container: WSGIContainer, request: Request) -> None:
         self._reactor = reactor
-        self._application = application
+        self._container = container
         self.request = request
-        self._done = done
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
         self._headers_sent = False  # worker-side: the headers have been handed over
@@ -257,12 +260,16 @@ class _Response:
         self._send(data, finish=False)
 
     def run(self) -> None:
+        container = self._container
         if self._gone:  # the client left while the request waited for a thread
-            self._done()
+            container._request_done()
             return
         result = None
+        me = threading.get_ident()
+        container.running[me] = (time.monotonic(), self.request)
         try:
-            result = self._application(make_environ(self.request), self.start_response)
+            result = container._application(
+                make_environ(self.request, container.multiprocess), self.start_response)
             if isinstance(result, FileWrapper) and self._send_file(result):
                 return
             if isinstance(result, (list, tuple)) or getattr(result, "streaming", None) is False:
@@ -289,7 +296,8 @@ class _Response:
                     close()
                 except Exception:
                     _log.failure("WSGI application error while closing the response")
-            self._done()
+            del container.running[me]
+            container._request_done()
 
     def _send(self, data: bytes, finish: bool) -> None:
         """Hand data (and the headers, the first time) to the reactor."""

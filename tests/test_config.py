@@ -136,7 +136,8 @@ def test_path_relative_to_config_given_relatively(site, monkeypatch):
          "FILE: [threadpool] min = 11 is greater than max = 10; min must not exceed max"),
         ("[server]\nmaxx = 4\n",
          "FILE: [server] maxx is not a known key; known keys: port, interface, listen, "
-         "workers, cpu_affinity, cpu_scheduling, graceful_timeout"),
+         "workers, cpu_affinity, cpu_scheduling, graceful_timeout, start_timeout, "
+         "worker_timeout, max_requests, max_requests_jitter, max_memory, request_warn"),
         ("[threadpool]\nmaxx = 4\n", "FILE: [threadpool] maxx is not a known key "
          "(did you mean max?); known keys: min, max"),
         ("[srever]\nport = 1\n", "FILE: [srever] is not a known section (did you mean server?); "
@@ -344,7 +345,7 @@ def test_third_party_loader_keys_are_validated(site):
 def test_configspec_is_generated_from_the_declarations():
     """The configspec configobj validates against, with the loader's keys."""
     spec = configspec([Setting("extra", integer(1), REQUIRED, "doc")])
-    assert spec[:14] == [
+    assert spec[:20] == [
         "include = file_patterns(default=list())",
         "[server]",
         "port = integer(min=1, max=65535, default=8080)",
@@ -354,13 +355,19 @@ def test_configspec_is_generated_from_the_declarations():
         "cpu_affinity = option('auto', 'off', default='auto')",
         "cpu_scheduling = option('batch', 'normal', default='batch')",
         "graceful_timeout = float(min=0, default=30)",
+        "start_timeout = float(min=1, default=60)",
+        "worker_timeout = float(min=1, default=30)",
+        "max_requests = integer(min=0, default=0)",
+        "max_requests_jitter = integer(min=0, default=0)",
+        "max_memory = size(default='0')",
+        "request_warn = float(min=0, default=60)",
         "[threadpool]",
         "min = integer(min=0, default=2)",
         "max = integer(min=1, default=10)",
         "[app]",
         "loader = word(default='django')",
     ]
-    assert spec[14:17] == ["pythonpath = directory_list(default=list())",
+    assert spec[20:23] == ["pythonpath = directory_list(default=list())",
                            "env_file = env_file(default='off')", "extra = integer(min=1)"]
     assert "status_path" not in spec
     assert "allow = network_list(default=list('127.0.0.1', '::1'))" in spec

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import Client, FakeReactor, site_settings
 from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.defer import fail, succeed
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from backtracweb import resource as resource_module
@@ -39,12 +40,16 @@ FORBIDDEN = b"Forbidden: this address may not read the status page ([status] all
 OVERLOADED = b"The server is busy; please retry shortly.\n"
 
 
+RSS = 52_428_800
+
+
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):
-    """The wall clock the status page reads says L{NOW}."""
+    """The wall clock the status page reads says L{NOW}; the process's memory is L{RSS}."""
     monkeypatch.setattr(
         status_module, "time", SimpleNamespace(time=lambda: NOW, strftime=time.strftime, gmtime=time.gmtime)
     )
+    monkeypatch.setattr(status_module, "rss_bytes", lambda: RSS)
 
 
 class FakePool:
@@ -215,6 +220,9 @@ backtracweb_refused_overload_total 0
 # HELP backtracweb_sent_bytes_total Response body bytes sent.
 # TYPE backtracweb_sent_bytes_total counter
 backtracweb_sent_bytes_total 0
+# HELP backtracweb_resident_memory_bytes Resident memory of the serving process.
+# TYPE backtracweb_resident_memory_bytes gauge
+backtracweb_resident_memory_bytes 52428800
 backtracweb_config_info{{file="/etc/backtrac.ini",loaded_at="2026-11-25T18:40:00Z"}} 1
 """
 
@@ -241,6 +249,7 @@ class TestJSON:
             "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
             "refused_overload": 0,
             "bytes_sent": 0,
+            "rss_bytes": RSS,
         }
 
     def test_headers(self):
@@ -360,6 +369,65 @@ class TestPrometheus:
         site, _ = make_site(pool=FakePool(), config_file='/etc/back"trac\\.ini')
         _, _, body = PageClient(site).fetch(b"/-/status?format=prometheus")
         assert b'backtracweb_config_info{file="/etc/back\\"trac\\\\.ini",' in body
+
+
+# -- a server of several workers ------------------------------------------------------------
+
+
+def worker_entry(index: int, requests: int) -> dict:
+    return {"index": index, "state": "serving", "pid": 100 + index, "restarts": index - 1,
+            "status": "serving", "uptime_seconds": 5.0, "config_file": "/etc/backtrac.ini",
+            "config_loaded_at": "2026-11-25T18:40:00Z",
+            "pool": {"min": 2, "max": 4, "workers": 2, "busy": 1, "queued": 0},
+            "connections": {"open": 1, "busy": 1}, "requests": requests,
+            "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0},
+            "refused_overload": 0, "bytes_sent": 3 * requests, "rss_bytes": 1000 * index}
+
+
+def whole_server(*entries: dict) -> dict:
+    supervisor = {"status": "serving", "pid": 100, "uptime_seconds": 9.0,
+                  "config_file": "/etc/backtrac.ini", "config_loaded_at": "2026-11-25T18:40:00Z"}
+    return status_module.server_snapshot(supervisor, list(entries))
+
+
+class TestWholeServer:
+    def test_sums_and_one_entry_per_worker(self):
+        """The totals add up the workers that answered; each is listed."""
+        data = whole_server(worker_entry(1, 5), worker_entry(2, 7),
+                            {"index": 3, "state": "starting", "pid": 103, "restarts": 0})
+        assert (data["pid"], data["requests"], data["bytes_sent"], data["rss_bytes"]) == (
+            100, 12, 36, 3000)
+        assert data["pool"] == {"min": 4, "max": 8, "workers": 4, "busy": 2, "queued": 0}
+        assert data["connections"] == {"open": 2, "busy": 2}
+        assert data["responses"]["2xx"] == 12
+        assert [w["pid"] for w in data["workers"]] == [101, 102, 103]
+
+    def test_a_worker_asks_the_supervisor(self):
+        """In a worker, the page shows the whole server, as the supervisor answers."""
+        site, root = make_site(pool=FakePool())
+        data = whole_server(worker_entry(1, 5), worker_entry(2, 7))
+        root.whole_server = lambda: succeed(data)
+        assert status_json(site) == json.loads(json.dumps(data))
+
+    def test_prometheus_series_are_labelled_by_worker(self):
+        site, root = make_site(pool=FakePool())
+        root.whole_server = lambda: succeed(whole_server(worker_entry(1, 5), worker_entry(2, 7)))
+        _, _, body = PageClient(site).fetch(b"/-/status?format=prometheus")
+        lines = body.decode().splitlines()
+        assert "backtracweb_workers 2" in lines
+        assert 'backtracweb_requests_total{worker="1"} 5' in lines
+        assert 'backtracweb_requests_total{worker="2"} 7' in lines
+        assert 'backtracweb_responses_total{worker="2",class="2xx"} 7' in lines
+        assert 'backtracweb_worker_restarts_total{worker="2"} 1' in lines
+        assert 'backtracweb_resident_memory_bytes{worker="1"} 1000' in lines
+
+    def test_without_the_supervisor_the_worker_shows_itself(self):
+        site, root = make_site(pool=FakePool())
+        root.whole_server = lambda: fail(ConnectionError("the channel is closed"))
+        with capturedLogs() as events:
+            data = status_json(site)
+        assert data["pid"] == os.getpid() and "workers" not in data
+        assert "the supervisor did not answer (the channel is closed)" in formatEvent(events[0])
 
 
 # -- who may read it -----------------------------------------------------------------------

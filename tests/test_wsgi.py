@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -457,10 +458,45 @@ class TestEnviron:
             "wsgi.input_terminated": True,
             "wsgi.errors": wsgi._ERRORS,
             "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
+            "wsgi.multiprocess": False,  # one process: see the next test
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
         }
+
+    def test_multiprocess_with_several_workers(self):
+        """PEP 3333: C{wsgi.multiprocess} is true where other processes serve the same site."""
+        seen = []
+
+        def application(environ, start_response):
+            seen.append(environ["wsgi.multiprocess"])
+            start_response("204 No Content", [])
+            return []
+
+        for multiprocess in (True, False):
+            reactor = FakeReactor()
+            root = SiteRoot()
+            root.app = WSGIContainer(reactor, SyncPool(), application, multiprocess)
+            Connection(make_site(root, reactor)).send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            reactor.run_pending()
+        assert seen == [True, False]
+
+    def test_the_requests_running_are_known_by_thread(self):
+        """What C{[server] request_warn} looks at: each running request, and when it began."""
+        during = []
+
+        def application(environ, start_response):
+            during.append(dict(container.running))
+            start_response("204 No Content", [])
+            return []
+
+        container, reactor, site = serve(application)
+        Connection(site).send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        reactor.run_pending()
+        [running] = during
+        [(thread, (began, request))] = running.items()
+        assert thread == threading.get_ident() and request.path == b"/slow"
+        assert began <= time.monotonic()
+        assert container.running == {}
 
     def test_chunked_body(self):
         """

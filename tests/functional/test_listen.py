@@ -6,12 +6,11 @@ admin sees when an endpoint is wrong or cannot be bound.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import stat
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from certificates import self_signed_certificate
 from conftest import APPS, Daemon, free_port, wait_until
 
 APP = """
@@ -79,47 +79,6 @@ def listen_daemon(make_daemon, site_dir: Path):
         return make_daemon("[server]\n" + server + APP + extra)
 
     return make
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A throwaway key and self-signed certificate for localhost and 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "backtracweb test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        ), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -351,6 +310,64 @@ def test_tls_key_paths_relative_to_the_configuration_file(listen_daemon, site_di
     environ = environ_via(http.client.HTTPSConnection(
         "127.0.0.1", daemon.port, timeout=10, context=tls_context(cert)))
     assert environ["wsgi.url_scheme"] == "https"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_renewed_certificate_is_served_after_sighup(listen_daemon, site_dir: Path,
+                                                      tmp_path: Path, workers: int):
+    """
+    certbot renews the files in place and sends SIGHUP: the next client
+    gets the new certificate, a connection opened before keeps working,
+    and files that cannot serve (a half-written PEM) are logged and leave
+    the last good certificate in force.  In one process and with workers.
+    """
+    (tmp_path / "old").mkdir()
+    old_key, old_cert = self_signed_certificate(tmp_path / "old")
+    key, cert = site_dir / "key.pem", site_dir / "cert.pem"
+    key.write_bytes(old_key.read_bytes())
+    cert.write_bytes(old_cert.read_bytes())
+    daemon = listen_daemon(f"listen = ssl:{{port}}:privateKey={key}:certKey={cert}\n"
+                           f"workers = {workers}\n")
+    daemon.start()
+
+    def served_certificate(trusting: Path) -> bytes:
+        conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, timeout=10,
+                                           context=tls_context(trusting))
+        try:
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"testapp /"
+            return conn.sock.getpeercert(binary_form=True)
+        finally:
+            conn.close()
+
+    def der(path: Path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    before = http.client.HTTPSConnection("127.0.0.1", daemon.port, timeout=10,
+                                         context=tls_context(old_cert))
+    before.request("GET", "/kept")
+    assert before.getresponse().read() == b"testapp /kept"
+
+    (tmp_path / "new").mkdir()
+    new_key, new_cert = self_signed_certificate(tmp_path / "new")
+    key.write_bytes(new_key.read_bytes())
+    cert.write_bytes(new_cert.read_bytes())
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("new certificate and key loaded") == workers, 15,
+               "every serving process to load the new certificate")
+    assert served_certificate(new_cert) == der(new_cert)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        served_certificate(old_cert)
+    before.request("GET", "/still")  # opened before the reload, with the old certificate
+    assert before.getresponse().read() == b"testapp /still"
+    before.close()
+
+    cert.write_text("-----BEGIN CERTIFICATE-----\nhalf a renewal\n")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("still serving the certificate loaded before")
+               == workers, 15, "the bad files to be refused")
+    assert served_certificate(new_cert) == der(new_cert)
+    daemon.stop()
 
 
 # -- errors -----------------------------------------------------------------------------

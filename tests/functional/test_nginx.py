@@ -217,9 +217,11 @@ class Instance:
         return int(found[-1])
 
 
-def make_instance(make_daemon, site_dir: Path, name: str) -> Instance:
+def make_instance(make_daemon, site_dir: Path, name: str, server: str = "") -> Instance:
+    """An instance (not started) with C{server} lines added to its [server] section."""
     shutil.copytree(APPS, site_dir / "apps", dirs_exist_ok=True)
-    daemon = make_daemon(INSTANCE + f"access_log = {name}-access.log\n", name=f"{name}.ini")
+    config = INSTANCE.replace("[server]\n", "[server]\n" + server)
+    daemon = make_daemon(config + f"access_log = {name}-access.log\n", name=f"{name}.ini")
     # make_daemon gives the daemons of one test one working directory, so one
     # pidfile, which twistd will not share: each gets its own.
     own = daemon.workdir / name
@@ -240,10 +242,8 @@ def instances(make_daemon, site_dir: Path) -> list[Instance]:
             instance.daemon.stop()
 
 
-@pytest.fixture
-def nginx(instances, tmp_path: Path) -> Nginx:
-    """nginx, configured from the sample, in front of the two instances."""
-    directory = tmp_path / "nginx"
+def nginx_in_front(instances: list[Instance], directory: Path) -> Nginx:
+    """nginx, configured from the sample, in front of C{instances}, started."""
     directory.mkdir()
     key, cert = self_signed_certificate(directory)
     ports = free_port(), free_port()
@@ -251,6 +251,13 @@ def nginx(instances, tmp_path: Path) -> Nginx:
                             cert, key)
     front = Nginx(directory, site, *ports, cert)
     front.start()
+    return front
+
+
+@pytest.fixture
+def nginx(instances, tmp_path: Path) -> Nginx:
+    """nginx, configured from the sample, in front of the two instances."""
+    front = nginx_in_front(instances, tmp_path / "nginx")
     yield front
     front.stop()
 
@@ -435,3 +442,38 @@ def test_rolling_restart_under_load_fails_no_request(nginx, instances, method):
     for instance in instances:
         assert "cut short" not in instance.daemon.log()
     assert_all_served_once(instances, load)
+
+
+RECYCLING = "workers = 2\nmax_requests = 150\nmax_requests_jitter = 50\n"
+_RECYCLED = "([server] max_requests): starting its replacement"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_recycling_workers_under_load_fails_no_request(make_daemon, site_dir: Path,
+                                                        tmp_path: Path, method):
+    """
+    One instance of two workers, each replaced after 150 to 200 requests
+    ([server] max_requests and its jitter), behind nginx under load: the
+    replacement serves before the old worker drains, so no client sees an
+    error, POSTs included, and every answered request was served once.
+    """
+    instance = make_instance(make_daemon, site_dir, "a", server=RECYCLING)
+    instance.daemon.start()
+    # The sample names two upstream servers: both are this instance.
+    front = nginx_in_front([instance, instance], tmp_path / "nginx")
+    try:
+        with Load(front, method=method) as load:
+            wait_until(lambda: instance.daemon.log().count(_RECYCLED) >= 4, 60,
+                       "four workers to be recycled")
+            wait_until(lambda: instance.daemon.log().count("drains") >= 4, 30,
+                       "their replacements to serve")
+            wait_for_traffic(instance, 50, "the replacements to serve on")
+        assert load.failures == [], load.report()
+        log = instance.daemon.log()
+        assert "cut short" not in log and "Traceback" not in log
+        assert_all_served_once([instance], load)
+        workers = instance.status()["workers"]
+        assert len(workers) == 2 and sum(w["restarts"] for w in workers) == 0
+    finally:
+        front.stop()
+        instance.daemon.stop()

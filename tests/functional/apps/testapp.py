@@ -11,6 +11,9 @@ A plain WSGI application for the end-to-end tests, one behaviour per path.
                     &marker=FILE creates FILE first
   /thread           the name of the worker thread that ran the request
   /pid              the process id of the process that ran the request
+  /block-reactor    ?seconds=S: has the event loop's thread sleep S seconds
+                    (a stuck C extension, as the supervisor sees it); answers
+                    with the process id first
   anything else     200 text/plain "testapp <PATH_INFO>"
 """
 
@@ -31,6 +34,10 @@ def _json(start_response, payload, status="200 OK"):
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(body)))])
     return [body]
+
+
+def block_the_event_loop(seconds):
+    time.sleep(seconds)
 
 
 def application(environ, start_response):
@@ -89,6 +96,14 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [threading.current_thread().name.encode()]
     if path == "/pid":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
+    if path == "/block-reactor":
+        from twisted.internet import reactor
+
+        # A moment later: the response goes out first, through the event loop.
+        reactor.callFromThread(reactor.callLater, 0.3, block_the_event_loop,
+                               float(query.get("seconds", 60)))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
     body = b"testapp " + path.encode("latin-1")  # PATH_INFO holds raw bytes as latin-1
