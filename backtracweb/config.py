@@ -74,12 +74,13 @@ ROOT_SETTINGS: tuple[Setting, ...] = (
 SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
     {
         "server": (
-            Setting("port", integer(1, 65535), 8080, "TCP port to listen on."),
+            Setting("port", integer(1, 65535), 8080, "TCP port to listen on.", restart=True),
             Setting(
                 "interface",
                 ip_address(),
                 "127.0.0.1",
                 "Address to bind: 0.0.0.0 for every IPv4 address, :: for every IPv6 one.",
+                restart=True,
             ),
             Setting(
                 "listen",
@@ -88,7 +89,8 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "Instead of port and interface: Twisted endpoints to listen on, e.g. "
                 "tcp:8080:interface=::1, ssl:8443:privateKey=/etc/ssl/key.pem:certKey="
                 "/etc/ssl/cert.pem, unix:/run/backtracweb/web.sock:mode=660, or "
-                "systemd:domain=INET:index=0 for socket activation. Needs a restart.",
+                "systemd:domain=INET:index=0 for socket activation.",
+                restart=True,
             ),
             Setting(
                 "workers",
@@ -97,8 +99,8 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "Worker processes serving the site, each with its own thread pool, "
                 "sharing the listening sockets; the twistd process supervises them "
                 "(restarts one that dies or hangs, passes on signals; SIGTTIN adds a "
-                "worker and SIGTTOU removes one while it runs). About one per CPU core. "
-                "Needs a restart.",
+                "worker and SIGTTOU removes one while it runs). About one per CPU core.",
+                restart=True,
             ),
             Setting(
                 "cpu_affinity",
@@ -107,7 +109,8 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "With several workers: auto keeps each worker on one CPU of those "
                 "the daemon may use, in turn (a Python process whose threads move "
                 "between CPUs pays for it at every hand-over of the GIL); off "
-                "leaves it to the kernel. Needs a restart.",
+                "leaves it to the kernel.",
+                restart=True,
             ),
             Setting(
                 "cpu_scheduling",
@@ -119,7 +122,8 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "tenth of the CPU time of a small request: each request wakes the "
                 "event loop and a pool thread, which would otherwise preempt each "
                 "other only to wait for Python's interpreter lock. normal "
-                "(SCHED_OTHER) is the kernel's default. Needs a restart.",
+                "(SCHED_OTHER) is the kernel's default.",
+                restart=True,
             ),
             Setting(
                 "graceful_timeout",
@@ -214,7 +218,8 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "A file of NAME=value lines (as systemd's EnvironmentFile=) set in the "
                 "application's environment with [env], for secrets kept out of this "
                 "file. Read by twistd before --uid drops privileges, so it may be "
-                "readable by root only; never printed. Needs a restart.",
+                "readable by root only; never printed.",
+                restart=True,
             ),
         ),
         "log": (
@@ -349,13 +354,14 @@ SECTION_DOCS: Mapping[str, str] = MappingProxyType(
 )
 
 RESTART_SECTIONS = frozenset({"app", ENV_SECTION})
+"""Sections SIGHUP cannot change at all: the application and its environment."""
 RESTART_KEYS = frozenset(
-    {("server", "port"), ("server", "interface"), ("server", "listen"), ("server", "workers"),
-     ("server", "cpu_affinity"), ("server", "cpu_scheduling")}
+    (section, setting.key)
+    for section, settings in SECTIONS.items() for setting in settings if setting.restart
 )
 """
-What SIGHUP cannot change in a running server: the sockets, processes,
-application and its environment.
+The other settings SIGHUP cannot change in a running server (the
+sockets, the processes), as their declarations say.
 """
 
 

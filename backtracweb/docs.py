@@ -89,7 +89,7 @@ FREE_EXAMPLES = {ENV_SECTION: "`NAME` such as `MYSITE_MODE`",
 def _row(setting: Setting, note: str = "") -> str:
     return (
         f"| `{setting.key}`{note} | {setting.default_text()} | "
-        f"{setting.check.expected} | {setting.doc} |"
+        f"{setting.check.expected} | {setting.meaning} |"
     )
 
 
@@ -135,7 +135,7 @@ def sample_comment(setting: Setting, loader: str | None = None) -> list[str]:
     """
     scope = f"(loader = {loader}) " if loader else ""
     accepted = f"Accepted: {setting.check.expected}. Default: {setting.default_text()}."
-    return _comment(scope + setting.doc) + _comment(accepted)
+    return _comment(scope + setting.meaning) + _comment(accepted)
 
 
 def _sample_key(section: str, setting: Setting, loader: str | None = None) -> list[str]:

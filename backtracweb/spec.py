@@ -58,12 +58,21 @@ class Setting:
     @ivar default: the value used when the key is absent, written as it
         would be in the file, or L{REQUIRED}.
     @ivar doc: one or two sentences for the sample file and the README.
+    @ivar restart: whether a change takes a restart (SIGHUP leaves the
+        running server as it is, and says so); the reload code and the
+        docs both read this.
     """
 
     key: str
     check: Check
     default: Any
     doc: str
+    restart: bool = False
+
+    @property
+    def meaning(self) -> str:
+        """The documentation as printed: L{doc}, and whether a change takes a restart."""
+        return self.doc + (" Needs a restart." if self.restart else "")
 
     @property
     def required(self) -> bool:

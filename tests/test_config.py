@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from backtracweb.apps import app_loader
-from backtracweb.config import configspec, load_config, summary
+from backtracweb.config import SECTIONS, configspec, load_config, summary
 from backtracweb.errors import ConfigError
 from backtracweb.spec import REQUIRED, Setting, endpoint_files, integer, with_endpoint_files
 
