@@ -18,7 +18,8 @@ setup(
     python_requires=">=3.10",
     # twisted/plugins is a namespace drop-in directory shared with Twisted
     # and other projects: it must never get an __init__.py of ours.
-    packages=["backtracweb", "backtracweb.http", "twisted.plugins"],
+    packages=["backtracweb", "backtracweb.config", "backtracweb.http", "backtracweb.app",
+              "backtracweb.process", "twisted.plugins"],
     package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
     # httptools: llhttp, the HTTP/1.1 parser the engine (backtracweb/http/) is built on.
     install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9", "httptools>=0.6.4"],

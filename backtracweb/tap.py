@@ -4,7 +4,7 @@ The twistd plugin's options and service maker: C{twistd backtracweb -c FILE}.
 Everything that can fail because of the file fails here, in
 C{postOptions}, before twistd opens its log or forks: the problems are
 printed after C{twistd backtracweb:} and twistd exits 1 (2 for a usage
-error), without its usage text (see L{backtracweb.startup}).
+error), without its usage text (see L{backtracweb.process.startup}).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from backtracweb import version_line
-from backtracweb.config import load_config
+from backtracweb.config.settings import load_config
 from backtracweb.errors import ConfigError, StartupError
-from backtracweb.startup import exit_with, report_daemon_failures, report_startup_errors
+from backtracweb.process.startup import exit_with, report_daemon_failures, report_startup_errors
 
 EXIT_CONFIG = 1
 """twistd's exit status for a configuration file with problems."""
@@ -61,7 +61,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
     from twisted.scripts._twistd_unix import UnixApplicationRunner
 
-    from backtracweb.loader import build_service
+    from backtracweb.process.tree import build_service
 
     report_daemon_failures(UnixApplicationRunner)
     report_startup_errors()

@@ -70,11 +70,11 @@ def main() -> None:
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import StringTransport
 
-    from backtracweb.accesslog import AccessLog
-    from backtracweb.proxy import Addresses, TrustedProxies
-    from backtracweb.resource import SiteRoot
-    from backtracweb.website import BacktracSite, SiteSettings
-    from backtracweb.wsgi import WSGIContainer
+    from backtracweb.app.accesslog import AccessLog
+    from backtracweb.app.proxy import Addresses, TrustedProxies
+    from backtracweb.app.resource import SiteRoot
+    from backtracweb.app.website import BacktracSite, SiteSettings
+    from backtracweb.app.wsgi import WSGIContainer
 
     if args.null_app:
         application = null_app

@@ -20,11 +20,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from backtracweb.accesslog import AccessLog
+from backtracweb.app.accesslog import AccessLog
 from backtracweb.http.channel import HTTPChannel
 from backtracweb.http.request import Request
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.website import BacktracSite, SiteSettings
+from backtracweb.app.proxy import Addresses, TrustedProxies
+from backtracweb.app.website import BacktracSite, SiteSettings
 
 PEER = IPv4Address("TCP", "198.51.100.4", 40000)
 """Where test clients connect from."""

@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.accesslog}: the line formats, escaping of
+Unit tests for L{backtracweb.app.accesslog}: the line formats, escaping of
 what clients send, the three destinations (a file, twistd's log, off),
 reopening for logrotate, and the lines the site writes for real requests.
 
@@ -22,10 +22,11 @@ import pytest
 from helpers import Client, make_site
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb import accesslog, website
-from backtracweb.accesslog import COMBINED, FIELDS, AccessLog, Entry, template_errors
+from backtracweb.app import accesslog, website
+from backtracweb.app.accesslog import AccessLog, Entry
+from backtracweb.config.logformat import COMBINED, FIELDS, template_errors
 from backtracweb.http import channel as channel_module
-from backtracweb.website import BacktracSite
+from backtracweb.app.website import BacktracSite
 
 STARTED = calendar.timegm((2026, 11, 25, 18, 40, 0)) + 0.125
 """25 Nov 2026 18:40:00.125 UTC."""

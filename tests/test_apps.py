@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.apps}: finding modules without importing
+Unit tests for L{backtracweb.config.apps}: finding modules without importing
 them, loading WSGI applications, and the app-loader registry.
 
 Every module these tests import is written into C{tmp_path}; the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from backtracweb import apps
-from backtracweb.apps import (
+from backtracweb.config import apps
+from backtracweb.config.apps import (
     BUILTIN_LOADERS,
     ENTRY_POINT_GROUP,
     app_loader,
@@ -33,9 +33,9 @@ from backtracweb.apps import (
     wsgi_loader,
 )
 from backtracweb.errors import AppLoadError, StartupError
-from backtracweb.spec import REQUIRED, Setting, python_module, word
+from backtracweb.config.spec import REQUIRED, Setting, python_module, word
 
-PACKAGE_ROOT = str(Path(apps.__file__).resolve().parents[1])
+PACKAGE_ROOT = str(Path(apps.__file__).resolve().parents[2])
 """Where the backtracweb under test lives, for subprocesses to import the same one."""
 
 
@@ -424,7 +424,7 @@ class TestDjangoLoader:
             """\
             import os, sys
             from wsgiref.util import setup_testing_defaults
-            from backtracweb.apps import django_loader, load_application
+            from backtracweb.config.apps import django_loader, load_application
 
             app = load_application(django_loader, {
                 "loader": "django",
@@ -466,7 +466,7 @@ class TestDjangoLoader:
         script = textwrap.dedent(
             """\
             import sys
-            from backtracweb.apps import django_loader, load_application
+            from backtracweb.config.apps import django_loader, load_application
             from backtracweb.errors import AppLoadError
             try:
                 load_application(django_loader, {

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backtracweb.apps import app_loader
-from backtracweb.config import SECTIONS, configspec, load_config, summary
+from backtracweb.config.apps import app_loader
+from backtracweb.config.settings import SECTIONS, configspec, load_config, summary
 from backtracweb.errors import ConfigError
-from backtracweb.spec import REQUIRED, Setting, endpoint_files, integer, with_endpoint_files
+from backtracweb.config.spec import REQUIRED, Setting, endpoint_files, integer, with_endpoint_files
 
 
 @pytest.fixture
@@ -416,3 +416,16 @@ def test_endpoints_in_use_are_not_parsed_again(site):
     assert load_config(str(path), running=running(listen=(endpoint,))).listen == (endpoint,)
     with pytest.raises(ConfigError):
         load_config(str(path), running=running(listen=("tcp:8080",)))
+
+
+def test_what_needs_a_restart_is_declared_with_the_setting():
+    """The reload code and the docs read one declaration: the sockets and processes."""
+    from backtracweb.config.settings import RESTART_KEYS
+
+    assert RESTART_KEYS == {("server", key) for key in (
+        "port", "interface", "listen", "workers", "cpu_affinity", "cpu_scheduling")} | {
+        ("app", "env_file")}
+    listen = next(s for s in SECTIONS["server"] if s.key == "listen")
+    assert listen.meaning.endswith("for socket activation. Needs a restart.")
+    graceful = next(s for s in SECTIONS["server"] if s.key == "graceful_timeout")
+    assert "restart" not in graceful.meaning

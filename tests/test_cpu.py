@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.cpu}'s scheduling policy: set on the calling
+Unit tests for L{backtracweb.process.cpu}'s scheduling policy: set on the calling
 thread, inherited by the threads it starts, and never fatal.
 """
 
@@ -11,7 +11,7 @@ import threading
 import pytest
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb.cpu import set_scheduling
+from backtracweb.process.cpu import set_scheduling
 
 
 def policy_of_a_new_thread() -> int:

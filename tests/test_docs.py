@@ -2,7 +2,7 @@
 The template (etc/backtrac.ini) and the reference (docs/configuration.md)
 are derived from the setting declarations: these tests keep them in step
 with what the validator accepts.  After changing a setting, run
-`python -m backtracweb.docs` to regenerate both.
+`python -m backtracweb.config.docs` to regenerate both.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from backtracweb.apps import BUILTIN_LOADERS, loader_settings
-from backtracweb.config import FREE_SECTIONS, ROOT_SETTINGS, SECTIONS, load_config
-from backtracweb.docs import reference_markdown, render_sample, sample_comment
+from backtracweb.config.apps import BUILTIN_LOADERS, loader_settings
+from backtracweb.config.settings import FREE_SECTIONS, ROOT_SETTINGS, SECTIONS, load_config
+from backtracweb.config.docs import reference_markdown, render_sample, sample_comment
 from backtracweb.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ DEMO = REPO / "demo"
 
 
 def test_sample_is_rendered_from_the_declarations():
-    """etc/backtrac.ini is exactly what backtracweb.docs renders."""
+    """etc/backtrac.ini is exactly what backtracweb.config.docs renders."""
     assert SAMPLE.read_text() == render_sample()
 
 
@@ -84,7 +84,7 @@ def test_sample_documents_every_key_with_its_default():
 
 
 def test_reference_is_generated_from_the_declarations():
-    """docs/configuration.md is exactly what backtracweb.docs renders, every section in it."""
+    """docs/configuration.md is exactly what backtracweb.config.docs renders, every section in it."""
     text = (REPO / "docs" / "configuration.md").read_text()
     assert text == reference_markdown()
     for section in (*SECTIONS, *FREE_SECTIONS):

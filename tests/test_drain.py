@@ -15,7 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb.website import IDLE_LINGER, BacktracSite
+from backtracweb.app.website import IDLE_LINGER, BacktracSite
 
 TIMEOUT = 30.0
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backtracweb import environment
+from backtracweb.config import environment
 from backtracweb.cli import check
-from backtracweb.config import load_config, summary
-from backtracweb.environment import EnvFileError, name_problem, read_env_file, shown
+from backtracweb.config.settings import load_config, summary
+from backtracweb.config.environment import EnvFileError, name_problem, read_env_file, shown
 from backtracweb.errors import ConfigError
 
 APP_MODULE = "btw_env_app"
@@ -271,7 +271,7 @@ def test_check_warns_of_a_world_readable_env_file(site, monkeypatch):
 
 
 def test_load_application_sets_variables_before_the_loader_runs(monkeypatch):
-    from backtracweb.apps import load_application
+    from backtracweb.config.apps import load_application
 
     monkeypatch.setattr(os, "environ", dict(os.environ))
     seen = {}

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from helpers import Client, FakeReactor, make_site
 
-from backtracweb.resource import SiteRoot
-from backtracweb.spec import check_size
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.app.resource import SiteRoot
+from backtracweb.config.spec import check_size
+from backtracweb.app.wsgi import WSGIContainer
 from http_cases import CASES, Case
 from http_exchange import Exchange
 

@@ -36,3 +36,31 @@ def test_twisted_web_is_not_used():
     found = {(path.relative_to(PACKAGE).as_posix(), name) for path in PACKAGE.rglob("*.py")
              for name in imported(path) if name.startswith("twisted.web")}
     assert found == set()
+
+
+LAYERS = ("config", "http", "app", "process")
+"""The package's folders, each importing only from those before it (and errors.py)."""
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """
+    config/ (no reactor, no server) below http/ (the engine) below app/
+    (serving a site in one process) below process/ (services, signals,
+    the supervisor and its workers).
+    """
+    found = set()
+    for rank, layer in enumerate(LAYERS):
+        allowed = {f"backtracweb.{below}" for below in LAYERS[:rank + 1]} | {
+            "backtracweb", "backtracweb.errors"}
+        for path in (PACKAGE / layer).glob("*.py"):
+            for name in imported(path):
+                if name.startswith("backtracweb") and not any(
+                        name == a or name.startswith(a + ".") for a in allowed):
+                    found.add((f"{layer}/{path.name}", name))
+    assert found == set()
+
+
+def test_the_top_holds_only_entry_points():
+    """Besides the folders: the version, the errors, and what twistd and the shell run."""
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == [
+        "__init__.py", "__main__.py", "cli.py", "errors.py", "tap.py"]

@@ -16,8 +16,8 @@ from twisted.internet.defer import succeed
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 
-from backtracweb.server import ListeningService, accept_pending
-from backtracweb.shared import InheritedSocketService
+from backtracweb.process.server import ListeningService, accept_pending
+from backtracweb.process.shared import InheritedSocketService
 
 
 class Recording(ServerFactory):

@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.proxy}: which peers are trusted, and who the
+Unit tests for L{backtracweb.app.proxy}: which peers are trusted, and who the
 client is when a trusted proxy says so in C{X-Forwarded-For} or RFC 7239
 C{Forwarded}; plus the same rules applied by the site to each request.
 
@@ -13,8 +13,8 @@ import pytest
 from helpers import Client, make_site
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-from backtracweb.proxy import Addresses, Forwarded, TrustedProxies, parse_networks
-from backtracweb.website import BacktracSite
+from backtracweb.app.proxy import Addresses, Forwarded, TrustedProxies, parse_networks
+from backtracweb.app.website import BacktracSite
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "192.0.2.1"])
 """Proxies as an admin might list them: a private block and one address."""

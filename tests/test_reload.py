@@ -27,9 +27,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
-from backtracweb.config import load_config
-from backtracweb.loader import build_service
-from backtracweb.service import BacktracService, _twistd_log_file
+from backtracweb.config.settings import load_config
+from backtracweb.process.tree import build_service
+from backtracweb.process.service import BacktracService, _twistd_log_file
 
 APP_MODULE = "btw_reload_app"
 WAIT = 10.0

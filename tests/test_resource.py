@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.resource}: how L{SiteRoot} routes a request
+Unit tests for L{backtracweb.app.resource}: how L{SiteRoot} routes a request
 to the status page, a static directory or the WSGI application, and what
 the application sees of the path.  (What a static directory answers is
 tests/test_static.py's.)
@@ -19,12 +19,12 @@ from helpers import (Client, FakeReactor, Recorder, fetch, make_site, parse_resp
                      site_settings)
 from twisted.logger import capturedLogs
 
-from backtracweb.config import StaticMapping
-from backtracweb.pool import WorkerPool
-from backtracweb.proxy import Addresses
-from backtracweb.resource import SiteRoot, static_routes
-from backtracweb.static import StaticDirectory
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.config.settings import StaticMapping
+from backtracweb.app.pool import WorkerPool
+from backtracweb.app.proxy import Addresses
+from backtracweb.app.resource import SiteRoot, static_routes
+from backtracweb.app.static import StaticDirectory
+from backtracweb.app.wsgi import WSGIContainer
 
 
 class InlinePool:

@@ -1,7 +1,7 @@
 """
 The samples agree: the README, the template (etc/backtrac.ini), the
 systemd unit, the logrotate rules and the nginx site use one set of paths,
-L{backtracweb.docs.PATHS}, so that combined as shipped they work together
+L{backtracweb.config.docs.PATHS}, so that combined as shipped they work together
 (a logrotate rule that matches no file fails silently).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backtracweb.docs import PATHS
+from backtracweb.config.docs import PATHS
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "etc" / "systemd" / "backtracweb.service"

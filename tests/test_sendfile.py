@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.sendfile}: when a file response may go out
+Unit tests for L{backtracweb.app.sendfile}: when a file response may go out
 with C{os.sendfile}, and how the producer shares the socket with Twisted's
 transport.
 
@@ -35,13 +35,13 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
-from backtracweb import sendfile
-from backtracweb.config import StaticMapping
+from backtracweb.app import sendfile
+from backtracweb.config.settings import StaticMapping
 from backtracweb.http.channel import CLIENT_GONE
-from backtracweb.resource import SiteRoot, static_routes
-from backtracweb.sendfile import SendfileProducer, declared_length, usable
-from backtracweb.sendfile import SMALL_FILE
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.app.resource import SiteRoot, static_routes
+from backtracweb.app.sendfile import SendfileProducer, declared_length, usable
+from backtracweb.app.sendfile import SMALL_FILE
+from backtracweb.app.wsgi import WSGIContainer
 
 BIG = b"".join(i.to_bytes(4, "big") for i in range(1024 * 1024))  # 4 MiB, every word different
 SMALL = b"small file\n"

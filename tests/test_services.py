@@ -1,6 +1,6 @@
 """
-Unit tests for the service tree twistd runs: L{backtracweb.loader},
-L{backtracweb.pool}, L{backtracweb.server}, L{backtracweb.tap} and the
+Unit tests for the service tree twistd runs: L{backtracweb.process.tree},
+L{backtracweb.app.pool}, L{backtracweb.process.server}, L{backtracweb.tap} and the
 twistd plugin drop-in.
 
 No reactor runs.  Listening goes to a L{MemoryReactorClock}; the thread
@@ -46,19 +46,19 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 import backtracweb
-from backtracweb import pool as pool_module
+from backtracweb.app import pool as pool_module
 from backtracweb import tap
-from backtracweb.accesslog import AccessLog
-from backtracweb.config import Config, load_config
+from backtracweb.app.accesslog import AccessLog
+from backtracweb.config.settings import Config, load_config
 from backtracweb.errors import AppLoadError, ConfigError, StartupError
-from backtracweb.loader import build_service, make_site_settings
-from backtracweb.pool import STOP_TIMEOUT, ReactorCalls, ThreadPoolService, make_pool
-from backtracweb.proxy import Addresses, TrustedProxies
-from backtracweb.resource import SiteRoot, StaticDirectory
-from backtracweb.server import ListeningService, WebService
-from backtracweb.service import BacktracService
-from backtracweb.website import IDLE_LINGER, BacktracSite, SiteSettings
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.process.tree import build_service, make_site_settings
+from backtracweb.app.pool import STOP_TIMEOUT, ReactorCalls, ThreadPoolService, make_pool
+from backtracweb.app.proxy import Addresses, TrustedProxies
+from backtracweb.app.resource import SiteRoot, StaticDirectory
+from backtracweb.process.server import ListeningService, WebService
+from backtracweb.process.service import BacktracService
+from backtracweb.app.website import IDLE_LINGER, BacktracSite, SiteSettings
+from backtracweb.app.wsgi import WSGIContainer
 
 REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "btw_svc_app"
@@ -901,7 +901,7 @@ class TestTap:
         (or L{AppLoadError}) as one line on the process's original stderr
         (twistd may have redirected C{sys.stderr} to the log), without a
         traceback, and does not call the previous hook.  It does not log it:
-        the service logged it when raising it (L{backtracweb.server.fatal}),
+        the service logged it when raising it (L{backtracweb.process.server.fatal}),
         and the log must not say it twice.
         """
         previous = []

@@ -1,5 +1,5 @@
 """
-Listening sockets shared by worker processes (L{backtracweb.shared}): the
+Listening sockets shared by worker processes (L{backtracweb.process.shared}): the
 files an ssl: endpoint reads, the load board, and the ports that take
 turns accepting, without processes or a running reactor.
 """
@@ -16,7 +16,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 
 from backtracweb.errors import StartupError
-from backtracweb.shared import LEAVE_FOR, LoadBoard, _SharedTCPPort, copy_endpoint_files
+from backtracweb.process.shared import LEAVE_FOR, LoadBoard, _SharedTCPPort, copy_endpoint_files
 
 
 def test_the_files_an_endpoint_reads_are_copied_into_memory(tmp_path: Path):

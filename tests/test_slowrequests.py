@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb.slowrequests import SlowRequestLog
+from backtracweb.app.slowrequests import SlowRequestLog
 
 
 def request(method: bytes = b"GET", target: bytes = b"/report?year=2026") -> SimpleNamespace:

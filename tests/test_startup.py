@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.startup}: what the terminal shows when twistd
+Unit tests for L{backtracweb.process.startup}: what the terminal shows when twistd
 cannot start the daemon, through twistd's real C{UnixApplicationRunner}
 (a subclass of it, so the class itself is left as it is).  The private
 methods wrapped are checked here: these tests fail if Twisted changes them.
@@ -16,7 +16,7 @@ import pytest
 from twisted.scripts._twistd_unix import UnixApplicationRunner
 
 from backtracweb.errors import AppLoadError, StartupError
-from backtracweb.startup import PIPE_BYTES, parent_report, report_daemon_failures, status_message
+from backtracweb.process.startup import PIPE_BYTES, parent_report, report_daemon_failures, status_message
 
 
 class Runner(UnixApplicationRunner):

@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.static}: what a C{[static]} mapping answers
+Unit tests for L{backtracweb.app.static}: what a C{[static]} mapping answers
 (types, HEAD, methods, errors, directories and their index files, paths
 that try to leave the directory, symlinks), conditional requests, byte
 ranges, large files sent block by block with back-pressure
@@ -25,12 +25,12 @@ from helpers import (Client, Filling, Recorder, fetch, make_site, parse_response
                      requests_done, site_settings)
 from twisted.logger import capturedLogs, formatEvent
 
-from backtracweb import static
-from backtracweb.config import StaticMapping
+from backtracweb.app import static
+from backtracweb.config.settings import StaticMapping
 from backtracweb.http.channel import CLIENT_GONE
-from backtracweb.resource import SiteRoot, static_routes
-from backtracweb.sendfile import BLOCK_SIZE, FileSender, send_part
-from backtracweb.static import MAX_RANGES, SETTLED, SmallFiles, StaticDirectory
+from backtracweb.app.resource import SiteRoot, static_routes
+from backtracweb.app.sendfile import BLOCK_SIZE, FileSender, send_part
+from backtracweb.app.static import MAX_RANGES, SETTLED, SmallFiles, StaticDirectory
 
 DATA = b"".join(b"%03d," % i for i in range(50))
 """A small file's content: 200 bytes, each range of it different from the others."""

@@ -1,5 +1,5 @@
 """
-Unit tests for the status page (L{backtracweb.status}) as L{SiteRoot}
+Unit tests for the status page (L{backtracweb.app.status}) as L{SiteRoot}
 serves it, and for SiteRoot's overload check, which the status page must
 get past.
 
@@ -23,13 +23,13 @@ from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import fail, succeed
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb import resource as resource_module
-from backtracweb import status as status_module
-from backtracweb.pool import WorkerPool
-from backtracweb.proxy import Addresses
-from backtracweb.resource import SiteRoot
-from backtracweb.website import BacktracSite
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.app import resource as resource_module
+from backtracweb.app import status as status_module
+from backtracweb.app.pool import WorkerPool
+from backtracweb.app.proxy import Addresses
+from backtracweb.app.resource import SiteRoot
+from backtracweb.app.website import BacktracSite
+from backtracweb.app.wsgi import WSGIContainer
 
 LOADED_AT = calendar.timegm((2026, 11, 25, 18, 40, 0))
 NOW = LOADED_AT + 100.0

@@ -22,19 +22,19 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from backtracweb.config import load_config
-from backtracweb.control import (
+from backtracweb.config.settings import load_config
+from backtracweb.process.control import (
     STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat, Reload, ReopenLogs,
     ServerStats, Start, Stats, JSON,
 )
 from backtracweb.errors import StartupError
-from backtracweb.loader import build_service
-from backtracweb.service import BacktracService
-from backtracweb.shared import SharedSocketService
-from backtracweb.supervisor import (
+from backtracweb.process.tree import build_service
+from backtracweb.process.service import BacktracService
+from backtracweb.process.shared import SharedSocketService
+from backtracweb.process.supervisor import (
     KILL_GRACE, STACKS_WAIT, STATS_WAIT, Backoff, Supervisor, WorkerProcess,
 )
-from backtracweb.worker import Outbox, SupervisorChannel
+from backtracweb.process.worker import Outbox, SupervisorChannel
 
 
 def write_site(directory: Path, workers: int = 2, max_threads: str = "4",
@@ -281,7 +281,7 @@ def test_workers_inherit_the_channel_board_and_sockets_and_are_told_to_start(sup
     top, reactor = supervisor
     assert len(reactor.spawned) == 2
     process, args, child_fds = reactor.spawned[1]
-    assert args == ["/usr/bin/python3", "-m", "backtracweb.worker"]
+    assert args == ["/usr/bin/python3", "-m", "backtracweb.process.worker"]
     assert child_fds[0] == top._devnull and (child_fds[1], child_fds[2]) == ("r", "r")
     assert isinstance(child_fds[3], int)  # its end of the control channel
     assert {fd: child_fds[fd] for fd in (4, 5, 6)} == {4: top.board.fd, 5: 7, 6: 9}
@@ -629,14 +629,14 @@ def test_sigusr1_is_passed_on(supervisor):
 def test_worker_events_are_relayed_with_the_worker_named(supervisor):
     top, reactor = supervisor
     outbox = Outbox(reactor)
-    Logger(namespace="backtracweb.server", observer=outbox.event).info(
+    Logger(namespace="backtracweb.process.server", observer=outbox.event).info(
         "took {seconds:.1f} s for {what}", seconds=1.2345, what="{braces}")
     outbox.channel = reactor.worker(1)  # the worker's end of worker 2's channel
     with capturedLogs() as events:
         reactor.advance(0)  # the outbox sends once a turn of the reactor
         reactor.pump()
     assert [(e["log_system"], e["log_level"], formatEvent(e)) for e in events] == [
-        ("worker 2: backtracweb.server#info", LogLevel.info, "took 1.2 s for {braces}")]
+        ("worker 2: backtracweb.process.server#info", LogLevel.info, "took 1.2 s for {braces}")]
 
 
 def test_access_lines_are_relayed_in_batches_with_the_worker_named(supervisor):
@@ -672,11 +672,11 @@ def test_events_from_other_threads_cross_to_the_reactor(supervisor):
 
 def test_without_a_channel_events_go_to_standard_error(capsys):
     outbox = Outbox(ProcessReactor())
-    Logger(namespace="backtracweb.worker", observer=outbox.event).error("cannot {x}", x="go")
+    Logger(namespace="backtracweb.process.worker", observer=outbox.event).error("cannot {x}", x="go")
     outbox.access_line("GET /")
     outbox.flush()
     err = capsys.readouterr().err
-    assert "[backtracweb.worker#error] cannot go\n" in err and err.endswith("GET /\n")
+    assert "[backtracweb.process.worker#error] cannot go\n" in err and err.endswith("GET /\n")
 
 
 def test_anything_else_a_worker_writes_is_logged_line_by_line_as_a_warning(supervisor):

@@ -1,5 +1,5 @@
 """
-Certificates renewed on SIGHUP (L{backtracweb.tls}): the context in force
+Certificates renewed on SIGHUP (L{backtracweb.process.tls}): the context in force
 for new connections, swapped only for files that can serve.
 """
 
@@ -12,7 +12,7 @@ from certificates import self_signed_certificate
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.testing import MemoryReactor
 
-from backtracweb.tls import RenewableContext, UnusableCertificate, context_factory, make_renewable
+from backtracweb.process.tls import RenewableContext, UnusableCertificate, context_factory, make_renewable
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.twistdlog}: lines written straight to twistd's
+Unit tests for L{backtracweb.app.twistdlog}: lines written straight to twistd's
 log file must read exactly as twistd's own observer would have written
 them, and the shortcut must step aside wherever that cannot be checked.
 """
@@ -17,7 +17,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from backtracweb.twistdlog import TwistdLogLines
+from backtracweb.app.twistdlog import TwistdLogLines
 
 LINE = '127.0.0.1 - - [26/Nov/2026:02:00:00 +0000] "GET /{path} HTTP/1.1" 200 14 "-" "-"'
 NOW = 1_795_000_000.25

@@ -1,5 +1,5 @@
 """
-Unit tests for L{backtracweb.wsgi}: the WSGI container that runs the
+Unit tests for L{backtracweb.app.wsgi}: the WSGI container that runs the
 application in the thread pool and hands its response to the reactor.
 
 No reactor runs (see tests/helpers.py).  The site and the container share
@@ -21,7 +21,7 @@ L{SiteRoot}.  A StringTransport never says its buffer is full: a client
 that reads slowly is played by pausing the channel, as a real transport
 does (L{slow_reader}), and resuming it as the client takes what was sent.
 A large file the application wraps is sent through the transport by
-L{backtracweb.sendfile.FileSender} (sendfile needs a real socket: see
+L{backtracweb.app.sendfile.FileSender} (sendfile needs a real socket: see
 tests/test_sendfile.py).
 """
 
@@ -42,13 +42,13 @@ from helpers import HOST, PEER, WAIT, Client, FakeReactor, Filling, make_site
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb import sendfile, wsgi
+from backtracweb.app import sendfile, wsgi
 from backtracweb.http.channel import CLIENT_GONE
 from backtracweb.http.request import Request
-from backtracweb.proxy import TrustedProxies
-from backtracweb.resource import SiteRoot
-from backtracweb.sendfile import BLOCK_SIZE, FileSender
-from backtracweb.wsgi import FileWrapper, WSGIContainer
+from backtracweb.app.proxy import TrustedProxies
+from backtracweb.app.resource import SiteRoot
+from backtracweb.app.sendfile import BLOCK_SIZE, FileSender
+from backtracweb.app.wsgi import FileWrapper, WSGIContainer
 
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 0.1

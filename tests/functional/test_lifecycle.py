@@ -28,7 +28,7 @@ from conftest import APPS, DEMO, DEMO_INI, Daemon, process_exists, twistd_comman
 
 FORK_BUG_SITECUSTOMIZE = '''\
 """Start the thread pool in makeService, before twistd forks: the bug pool.py guards."""
-import backtracweb.loader as _loader
+import backtracweb.process.tree as _loader
 
 _original = _loader.build_service
 

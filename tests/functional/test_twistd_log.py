@@ -2,7 +2,7 @@
 Access lines in twistd's log (C{[log] access_log = -}, the default), from
 one process and from workers: every request exactly once, in the format
 twistd gives its own events, which backtracweb writes without twistd's
-per-event formatting (L{backtracweb.twistdlog}).
+per-event formatting (L{backtracweb.app.twistdlog}).
 """
 
 from __future__ import annotations

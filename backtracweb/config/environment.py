@@ -6,7 +6,7 @@ give them, so C{SECRET_KEY} and friends need no wrapper script.
 The file is read when the configuration is loaded: by twistd before it
 forks and drops privileges (C{--uid}), so it may be readable by root only.
 The variables are set in C{os.environ} just before the application is
-imported (L{backtracweb.apps.load_application}), in the daemon, after the
+imported (L{backtracweb.config.apps.load_application}), in the daemon, after the
 fork.  Nothing here is ever printed unmasked (L{shown}).
 """
 

@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from backtracweb.http.request import Request
-from backtracweb.pool import WorkerPool
+from backtracweb.app.pool import WorkerPool
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
-_log = Logger(namespace="backtracweb.status")
+_log = Logger(namespace="backtracweb.app.status")
 
 
 def snapshot(site, pool: WorkerPool | None) -> dict:

@@ -87,7 +87,7 @@ class JSON(Chunked):
 
 class Pickled(Chunked):
     """
-    A Python object (a L{backtracweb.config.Config}), pickled: both ends
+    A Python object (a L{backtracweb.config.settings.Config}), pickled: both ends
     are the same installed package, started by the same supervisor, and a
     configuration holds objects JSON cannot (the app loader).
     """
@@ -182,7 +182,7 @@ class Heartbeat(amp.Command):
 
 
 class Stats(amp.Command):
-    """This worker's numbers for the status page (L{backtracweb.status.snapshot})."""
+    """This worker's numbers for the status page (L{backtracweb.app.status.snapshot})."""
 
     arguments: list = []
     response = [(b"stats", JSON())]

@@ -12,7 +12,7 @@ headers, body and end together.  Streaming responses cross chunk by chunk
 without blocking, with real back-pressure from the transport.  Files the
 application returns through C{wsgi.file_wrapper} are sent by the reactor
 itself, without a thread hop per block, and with sendfile where the
-connection allows it (L{backtracweb.sendfile}).
+connection allows it (L{backtracweb.app.sendfile}).
 
 A request whose client went away before a thread was free to run it is
 dropped without calling the application; one whose client stops reading
@@ -33,11 +33,11 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from backtracweb import sendfile
+from backtracweb.app import sendfile
 from backtracweb.http.request import Request
-from backtracweb.sendfile import send_part
+from backtracweb.app.sendfile import send_part
 
-_log = Logger(namespace="backtracweb.wsgi")
+_log = Logger(namespace="backtracweb.app.wsgi")
 
 SMALL_FILE = 64 * 1024
 """Wrapped files up to this size are read by the worker and sent at once."""

@@ -6,7 +6,7 @@ C{docs/configuration.md} is L{reference_markdown} and C{etc/backtrac.ini}
 (installed as the packager's template) is L{render_sample}; tests keep both
 identical to what this module renders, so the docs cannot drift from what
 the validator accepts.  After changing a setting run
-C{python -m backtracweb.docs}.
+C{python -m backtracweb.config.docs}.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from backtracweb.apps import BUILTIN_LOADERS, loader_settings
-from backtracweb.config import (
+from backtracweb.config.apps import BUILTIN_LOADERS, loader_settings
+from backtracweb.config.settings import (
     ENV_SECTION,
     FREE_SECTIONS,
     ROOT_SETTINGS,
@@ -23,7 +23,7 @@ from backtracweb.config import (
     SECTIONS,
     STATIC_SECTION,
 )
-from backtracweb.spec import Setting
+from backtracweb.config.spec import Setting
 
 PATHS = {
     "config": "/etc/backtrac.ini",
@@ -101,8 +101,8 @@ REFERENCE_INTRO = """\
 # Configuration reference
 
 Every key of the INI file, with its default and what it accepts. This page
-is generated from the declarations in `backtracweb/config.py` (run
-`python -m backtracweb.docs` after changing one), as is the commented
+is generated from the declarations in `backtracweb/config/settings.py` (run
+`python -m backtracweb.config.docs` after changing one), as is the commented
 template `etc/backtrac.ini`; `backtracweb check -c FILE --print` shows the
 effective value of every key and the file that set it.
 """

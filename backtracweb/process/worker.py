@@ -2,9 +2,9 @@
 One worker process of a supervisor (C{[server] workers}): serves the site
 on the listening sockets it inherited, with a thread pool of its own.
 
-The supervisor starts it as C{python -m backtracweb.worker}; it is not
+The supervisor starts it as C{python -m backtracweb.process.worker}; it is not
 meant to be run by hand.  Everything between the two goes over the control
-channel (L{backtracweb.control}) the worker inherits as descriptor
+channel (L{backtracweb.process.control}) the worker inherits as descriptor
 L{CONTROL_FD}: what to serve, reloads, log events, heartbeats.  Its end
 (the supervisor is gone) makes the worker drain and exit.  What the
 application prints goes to the supervisor's log through the worker's
@@ -28,20 +28,20 @@ from twisted.logger import (
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
-from backtracweb.accesslog import route_twistd_log
-from backtracweb.config import Config
-from backtracweb.control import (
+from backtracweb.app.accesslog import route_twistd_log
+from backtracweb.config.settings import Config
+from backtracweb.process.control import (
     CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
     LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
-from backtracweb.cpu import pin_worker
+from backtracweb.process.cpu import pin_worker
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
-from backtracweb.loader import build_site_service
-from backtracweb.service import BacktracService
-from backtracweb.shared import InheritedSocketService, LoadBoard
-from backtracweb.status import rss_bytes, snapshot
+from backtracweb.process.tree import build_site_service
+from backtracweb.process.service import BacktracService
+from backtracweb.process.shared import InheritedSocketService, LoadBoard
+from backtracweb.app.status import rss_bytes, snapshot
 
-_log = Logger(namespace="backtracweb.worker")
+_log = Logger(namespace="backtracweb.process.worker")
 
 
 class WorkerService(BacktracService):
@@ -251,7 +251,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     # Run the module's own copy, not __main__'s, so that log namespaces
-    # and pickled classes name backtracweb.worker.
-    from backtracweb.worker import main as worker_main
+    # and pickled classes name backtracweb.process.worker.
+    from backtracweb.process.worker import main as worker_main
 
     sys.exit(worker_main())

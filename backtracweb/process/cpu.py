@@ -12,7 +12,7 @@ import os
 
 from twisted.logger import Logger
 
-_log = Logger(namespace="backtracweb.cpu")
+_log = Logger(namespace="backtracweb.process.cpu")
 
 _POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER"}
 

@@ -2,9 +2,9 @@
 Several worker processes sharing the listening sockets: C{[server] workers}.
 
 The twistd process binds the sockets (before it drops privileges), starts
-C{workers} processes (L{backtracweb.worker}) that inherit them, and then
+C{workers} processes (L{backtracweb.process.worker}) that inherit them, and then
 only supervises, talking to each over its control channel
-(L{backtracweb.control}):
+(L{backtracweb.process.control}):
 
   - a worker that dies is started again (with back-off when one keeps
     dying); one that is not serving within C{[server] start_timeout}, or
@@ -35,21 +35,21 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
-from backtracweb.accesslog import NAMESPACE as ACCESS_NAMESPACE
-from backtracweb.config import MOST_WORKERS, Config, load_config
-from backtracweb.control import (
+from backtracweb.app.accesslog import NAMESPACE as ACCESS_NAMESPACE
+from backtracweb.config.settings import MOST_WORKERS, Config, load_config
+from backtracweb.process.control import (
     CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
     LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
 from backtracweb.errors import ConfigError, StartupError
-from backtracweb.repeat import Repeating
-from backtracweb.server import fatal
-from backtracweb.shared import LoadBoard, SharedSocketService
-from backtracweb.service import DaemonService, not_reloaded
-from backtracweb.status import iso_time, server_snapshot
-from backtracweb.twistdlog import TwistdLogLines
+from backtracweb.app.repeat import Repeating
+from backtracweb.process.server import fatal
+from backtracweb.process.shared import LoadBoard, SharedSocketService
+from backtracweb.process.service import DaemonService, not_reloaded
+from backtracweb.app.status import iso_time, server_snapshot
+from backtracweb.app.twistdlog import TwistdLogLines
 
-_log = Logger(namespace="backtracweb.supervisor")
+_log = Logger(namespace="backtracweb.process.supervisor")
 
 KILL_GRACE = 5.0
 """Seconds past graceful_timeout before a worker that has not exited is killed."""
@@ -263,7 +263,7 @@ class Supervisor(DaemonService):
         worker = WorkerProcess(self, index, seat, self._reactor.seconds(), self.config)
         try:
             self._reactor.spawnProcess(
-                worker, self._executable, [self._executable, "-m", "backtracweb.worker"],
+                worker, self._executable, [self._executable, "-m", "backtracweb.process.worker"],
                 env=os.environ, childFDs=child_fds,
             )
         finally:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Collection, Iterator
 
 from configobj.validate import ValidateError
 
+from backtracweb.config.logformat import template_errors
+
 REQUIRED = object()
 """Marker default: the key has no default and must appear in the file."""
 
@@ -282,7 +284,7 @@ def check_env_value(value: Any) -> str:
 def check_env_file(value: Any, *, base: str) -> str:
     """
     configobj check C{env_file}: C{off} or a path, made absolute.  The file
-    is read after validation (L{backtracweb.environment.read_env_file}).
+    is read after validation (L{backtracweb.config.environment.read_env_file}).
     """
     value = _single(value).strip()
     if value == "off":
@@ -488,8 +490,6 @@ def check_log_destination(value: Any, *, base: str) -> str:
 
 def check_log_format(value: Any) -> str:
     """configobj check C{log_format}: C{combined} or a valid template."""
-    from backtracweb.accesslog import template_errors
-
     value = value if isinstance(value, str) else ", ".join(value)
     if value.strip() == "combined":
         return "combined"

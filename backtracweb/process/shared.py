@@ -27,10 +27,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
 
 from backtracweb.errors import StartupError
-from backtracweb.server import ListeningService, accept_pending
-from backtracweb.spec import endpoint_files, with_endpoint_files
-from backtracweb.tls import RenewableContext, context_factory
-from backtracweb.website import BacktracSite
+from backtracweb.process.server import ListeningService, accept_pending
+from backtracweb.config.spec import endpoint_files, with_endpoint_files
+from backtracweb.process.tls import RenewableContext, context_factory
+from backtracweb.app.website import BacktracSite
 
 
 class SharedSocketService(ListeningService):

@@ -28,10 +28,10 @@ from typing import Any, Iterable, Mapping
 from configobj import ConfigObj, ConfigObjError, Section, flatten_errors, get_extra_values
 from configobj.validate import ValidateError, Validator
 
-from backtracweb import environment
-from backtracweb.apps import AppLoader, available_loaders, find_module, loader_settings
+from backtracweb.config import environment
+from backtracweb.config.apps import AppLoader, available_loaders, find_module, loader_settings
 from backtracweb.errors import AppLoadError, ConfigError
-from backtracweb.spec import (
+from backtracweb.config.spec import (
     Check,
     Invalid,
     Setting,
@@ -449,7 +449,7 @@ class Config:
 
     def __reduce__(self):
         # The supervisor hands its configuration to worker processes
-        # (backtracweb.supervisor): read-only mapping views do not pickle.
+        # (backtracweb.process.supervisor): read-only mapping views do not pickle.
         values = {section: dict(settings) for section, settings in self.values.items()}
         return _unpickle_config, (
             self.path, values, dict(self.sources), self.static, self.app_loader, self.files,

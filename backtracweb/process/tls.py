@@ -15,7 +15,7 @@ import hashlib
 
 from twisted.internet.endpoints import serverFromString
 
-from backtracweb.spec import endpoint_files
+from backtracweb.config.spec import endpoint_files
 
 
 class UnusableCertificate(Exception):

@@ -124,7 +124,7 @@ def report_startup_errors() -> None:
 
     twistd lets exceptions from C{startService} propagate out of the
     process; the service has logged the whole message already (see
-    L{backtracweb.server.fatal}), and it goes to the terminal twistd was
+    L{backtracweb.process.server.fatal}), and it goes to the terminal twistd was
     started from too (C{sys.stderr} may be redirected to the log).  In a
     daemon the terminal is the parent's, which L{report_daemon_failures}
     has told what to print.

@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
-from backtracweb.accesslog import AccessLog, Entry
+from backtracweb.app.accesslog import AccessLog, Entry
 from backtracweb.http.channel import HTTPChannel
 from backtracweb.http.request import Request
-from backtracweb.proxy import Addresses, TrustedProxies
+from backtracweb.app.proxy import Addresses, TrustedProxies
 
 IDLE_LINGER = 0.25
 """

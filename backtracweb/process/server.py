@@ -19,17 +19,17 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
-from backtracweb.apps import WSGIApplication
+from backtracweb.config.apps import WSGIApplication
 from backtracweb.errors import CANNOT_START, StartupError
-from backtracweb.pool import ReactorCalls, WorkerPool
-from backtracweb.repeat import Repeating
-from backtracweb.slowrequests import CHECK_EVERY, SlowRequestLog
-from backtracweb.spec import readable_endpoint
-from backtracweb.tls import make_renewable
-from backtracweb.website import BacktracSite
-from backtracweb.wsgi import WSGIContainer
+from backtracweb.app.pool import ReactorCalls, WorkerPool
+from backtracweb.app.repeat import Repeating
+from backtracweb.app.slowrequests import CHECK_EVERY, SlowRequestLog
+from backtracweb.config.spec import readable_endpoint
+from backtracweb.process.tls import make_renewable
+from backtracweb.app.website import BacktracSite
+from backtracweb.app.wsgi import WSGIContainer
 
-_log = Logger(namespace="backtracweb.server")
+_log = Logger(namespace="backtracweb.process.server")
 
 
 class ListeningService(StreamServerEndpointService):

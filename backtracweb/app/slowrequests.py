@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from backtracweb.http.request import Request
 
-_log = Logger(namespace="backtracweb.slowrequests")
+_log = Logger(namespace="backtracweb.app.slowrequests")
 
 CHECK_EVERY = 1.0
 """Seconds between two looks at the running requests."""
@@ -29,7 +29,7 @@ CHECK_EVERY = 1.0
 class SlowRequestLog:
     """
     Looks at the requests the application is running (thread id -> (start,
-    request), as L{backtracweb.wsgi.WSGIContainer.running} keeps them) and
+    request), as L{backtracweb.app.wsgi.WSGIContainer.running} keeps them) and
     logs each past the threshold once.
     """
 

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from backtracweb.errors import AppLoadError
-from backtracweb.spec import REQUIRED, Setting, python_module, python_object
+from backtracweb.config.spec import REQUIRED, Setting, python_module, python_object
 
 ENTRY_POINT_GROUP = "backtracweb.loaders"
 

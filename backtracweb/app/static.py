@@ -14,7 +14,7 @@ or is empty in the middle names nothing.
 Sending costs as little as it can: a small file goes out in one write,
 from memory once sent (L{SmallFiles}); a larger one from the file to the
 socket with C{sendfile}, or, where it cannot (TLS), read in large blocks
-as the client takes them (L{backtracweb.sendfile}).
+as the client takes them (L{backtracweb.app.sendfile}).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from backtracweb.http.request import Request
-from backtracweb.sendfile import SMALL_FILE, send_part
+from backtracweb.app.sendfile import SMALL_FILE, send_part
 
 SMALL_FILES_BYTES = 8 * 1024 * 1024
 """How much of its small files a static mapping keeps in memory, at most."""

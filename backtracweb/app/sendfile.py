@@ -54,7 +54,7 @@ when the socket buffer is full.
 """
 _SENDFILE: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", None)
 _CLIENT_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT})
-_log = Logger(namespace="backtracweb.sendfile")
+_log = Logger(namespace="backtracweb.app.sendfile")
 
 
 def declared_length(request: Request) -> int | None:
