@@ -19,8 +19,8 @@ from typing import Sequence, TextIO
 from backtracweb import version_line
 from backtracweb.config.apps import load_application
 from backtracweb.config.settings import Config, load_config, summary
-from backtracweb.errors import AppLoadError, ConfigError
 from backtracweb.config.spec import readable_endpoint, tcp_address
+from backtracweb.errors import AppLoadError, ConfigError
 
 
 def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> int:

@@ -30,8 +30,8 @@ import json
 import os
 import platform
 import random
-import resource
 import re
+import resource
 import shlex
 import signal
 import socket

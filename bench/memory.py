@@ -27,9 +27,10 @@ import subprocess
 import sys
 import time
 
-from harness import (BENCH, ENDPOINT_BY_NAME, RESULTS, SERVER_BY_NAME, WORK, StartError,
-                     check_endpoint, cpus, machine, make_static_files, parse_wrk, process_tree,
-                     rss_kib, start, stop_all)
+from harness import (
+    BENCH, ENDPOINT_BY_NAME, RESULTS, SERVER_BY_NAME, WORK, StartError, check_endpoint, cpus,
+    machine, make_static_files, parse_wrk, process_tree, rss_kib, start, stop_all,
+)
 
 SCRIPT = BENCH / "stop_after.lua"
 LIMIT = 0.05  # issue #4: within 5%

@@ -21,10 +21,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from backtracweb.app.accesslog import AccessLog
-from backtracweb.http.channel import HTTPChannel
-from backtracweb.http.request import Request
 from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.website import BacktracSite, SiteSettings
+from backtracweb.http.channel import HTTPChannel
+from backtracweb.http.request import Request
 
 PEER = IPv4Address("TCP", "198.51.100.4", 40000)
 """Where test clients connect from."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
-
 from http_cases import ABSENT, Case
 
 TIMEOUT = 5.0

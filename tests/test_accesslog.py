@@ -24,9 +24,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from backtracweb.app import accesslog, website
 from backtracweb.app.accesslog import AccessLog, Entry
+from backtracweb.app.website import BacktracSite
 from backtracweb.config.logformat import COMBINED, FIELDS, template_errors
 from backtracweb.http import channel as channel_module
-from backtracweb.app.website import BacktracSite
 
 STARTED = calendar.timegm((2026, 11, 25, 18, 40, 0)) + 0.125
 """25 Nov 2026 18:40:00.125 UTC."""

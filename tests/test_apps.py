@@ -22,18 +22,11 @@ import pytest
 
 from backtracweb.config import apps
 from backtracweb.config.apps import (
-    BUILTIN_LOADERS,
-    ENTRY_POINT_GROUP,
-    app_loader,
-    available_loaders,
-    django_loader,
-    find_module,
-    load_application,
-    loader_settings,
-    wsgi_loader,
+    BUILTIN_LOADERS, ENTRY_POINT_GROUP, app_loader, available_loaders, django_loader, find_module,
+    load_application, loader_settings, wsgi_loader,
 )
-from backtracweb.errors import AppLoadError, StartupError
 from backtracweb.config.spec import REQUIRED, Setting, python_module, word
+from backtracweb.errors import AppLoadError, StartupError
 
 PACKAGE_ROOT = str(Path(apps.__file__).resolve().parents[2])
 """Where the backtracweb under test lives, for subprocesses to import the same one."""

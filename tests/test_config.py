@@ -15,8 +15,8 @@ import pytest
 
 from backtracweb.config.apps import app_loader
 from backtracweb.config.settings import SECTIONS, configspec, load_config, summary
-from backtracweb.errors import ConfigError
 from backtracweb.config.spec import REQUIRED, Setting, endpoint_files, integer, with_endpoint_files
+from backtracweb.errors import ConfigError
 
 
 @pytest.fixture

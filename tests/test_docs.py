@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from backtracweb.config.apps import BUILTIN_LOADERS, loader_settings
-from backtracweb.config.settings import FREE_SECTIONS, ROOT_SETTINGS, SECTIONS, load_config
 from backtracweb.config.docs import reference_markdown, render_sample, sample_comment
+from backtracweb.config.settings import FREE_SECTIONS, ROOT_SETTINGS, SECTIONS, load_config
 from backtracweb.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

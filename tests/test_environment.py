@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backtracweb.config import environment
 from backtracweb.cli import check
-from backtracweb.config.settings import load_config, summary
+from backtracweb.config import environment
 from backtracweb.config.environment import EnvFileError, name_problem, read_env_file, shown
+from backtracweb.config.settings import load_config, summary
 from backtracweb.errors import ConfigError
 
 APP_MODULE = "btw_env_app"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from helpers import Client, FakeReactor, make_site
-
-from backtracweb.app.resource import SiteRoot
-from backtracweb.config.spec import check_size
-from backtracweb.app.wsgi import WSGIContainer
 from http_cases import CASES, Case
 from http_exchange import Exchange
+
+from backtracweb.app.resource import SiteRoot
+from backtracweb.app.wsgi import WSGIContainer
+from backtracweb.config.spec import check_size
 
 sys.path.insert(0, str(Path(__file__).parent / "functional" / "apps"))
 from echoapp import application  # noqa: E402

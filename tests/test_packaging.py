@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from privileges import readable_code_for_nobody  # noqa: F401 (a fixture)
 from configobj import ConfigObj
+from privileges import readable_code_for_nobody  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 # The samples the README promises under <prefix>/share/backtracweb/.

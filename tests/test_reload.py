@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
 from backtracweb.config.settings import load_config
-from backtracweb.process.tree import build_service
 from backtracweb.process.service import BacktracService, _twistd_log_file
+from backtracweb.process.tree import build_service
 
 APP_MODULE = "btw_reload_app"
 WAIT = 10.0

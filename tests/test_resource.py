@@ -15,16 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import (Client, FakeReactor, Recorder, fetch, make_site, parse_responses,
-                     site_settings)
+from helpers import Client, FakeReactor, Recorder, fetch, make_site, parse_responses, site_settings
 from twisted.logger import capturedLogs
 
-from backtracweb.config.settings import StaticMapping
 from backtracweb.app.pool import WorkerPool
 from backtracweb.app.proxy import Addresses
 from backtracweb.app.resource import SiteRoot, static_routes
 from backtracweb.app.static import StaticDirectory
 from backtracweb.app.wsgi import WSGIContainer
+from backtracweb.config.settings import StaticMapping
 
 
 class InlinePool:

@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (WAIT, Client, FakeReactor, Recorder, make_site, parse_responses,
-                     requests_done)
+from helpers import WAIT, Client, FakeReactor, Recorder, make_site, parse_responses, requests_done
 from twisted.internet import tcp, unix
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
@@ -36,12 +35,11 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
 from backtracweb.app import sendfile
+from backtracweb.app.resource import SiteRoot, static_routes
+from backtracweb.app.sendfile import SMALL_FILE, SendfileProducer, declared_length, usable
+from backtracweb.app.wsgi import WSGIContainer
 from backtracweb.config.settings import StaticMapping
 from backtracweb.http.channel import CLIENT_GONE
-from backtracweb.app.resource import SiteRoot, static_routes
-from backtracweb.app.sendfile import SendfileProducer, declared_length, usable
-from backtracweb.app.sendfile import SMALL_FILE
-from backtracweb.app.wsgi import WSGIContainer
 
 BIG = b"".join(i.to_bytes(4, "big") for i in range(1024 * 1024))  # 4 MiB, every word different
 SMALL = b"small file\n"

@@ -31,34 +31,26 @@ from helpers import FakeReactor
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    UNIXServerEndpoint,
-)
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.error import CannotListenError, ConnectionDone
-from twisted.internet.testing import (
-    MemoryReactorClock,
-    RaisingMemoryReactor,
-    StringTransport,
-)
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 import backtracweb
-from backtracweb.app import pool as pool_module
 from backtracweb import tap
+from backtracweb.app import pool as pool_module
 from backtracweb.app.accesslog import AccessLog
-from backtracweb.config.settings import Config, load_config
-from backtracweb.errors import AppLoadError, ConfigError, StartupError
-from backtracweb.process.tree import build_service, make_site_settings
 from backtracweb.app.pool import STOP_TIMEOUT, ReactorCalls, ThreadPoolService, make_pool
 from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.resource import SiteRoot, StaticDirectory
-from backtracweb.process.server import ListeningService, WebService
-from backtracweb.process.service import BacktracService
 from backtracweb.app.website import IDLE_LINGER, BacktracSite, SiteSettings
 from backtracweb.app.wsgi import WSGIContainer
+from backtracweb.config.settings import Config, load_config
+from backtracweb.errors import AppLoadError, ConfigError, StartupError
+from backtracweb.process.server import ListeningService, WebService
+from backtracweb.process.service import BacktracService
+from backtracweb.process.tree import build_service, make_site_settings
 
 REPO = Path(__file__).resolve().parents[1]
 APP_MODULE = "btw_svc_app"

@@ -16,7 +16,9 @@ import pytest
 from twisted.scripts._twistd_unix import UnixApplicationRunner
 
 from backtracweb.errors import AppLoadError, StartupError
-from backtracweb.process.startup import PIPE_BYTES, parent_report, report_daemon_failures, status_message
+from backtracweb.process.startup import (
+    PIPE_BYTES, parent_report, report_daemon_failures, status_message,
+)
 
 
 class Runner(UnixApplicationRunner):

@@ -21,16 +21,17 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from helpers import (Client, Filling, Recorder, fetch, make_site, parse_responses,
-                     requests_done, site_settings)
+from helpers import (
+    Client, Filling, Recorder, fetch, make_site, parse_responses, requests_done, site_settings,
+)
 from twisted.logger import capturedLogs, formatEvent
 
 from backtracweb.app import static
-from backtracweb.config.settings import StaticMapping
-from backtracweb.http.channel import CLIENT_GONE
 from backtracweb.app.resource import SiteRoot, static_routes
 from backtracweb.app.sendfile import BLOCK_SIZE, FileSender, send_part
 from backtracweb.app.static import MAX_RANGES, SETTLED, SmallFiles, StaticDirectory
+from backtracweb.config.settings import StaticMapping
+from backtracweb.http.channel import CLIENT_GONE
 
 DATA = b"".join(b"%03d," % i for i in range(50))
 """A small file's content: 200 bytes, each range of it different from the others."""

@@ -23,17 +23,17 @@ from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from backtracweb.config.settings import load_config
-from backtracweb.process.control import (
-    STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat, Reload, ReopenLogs,
-    ServerStats, Start, Stats, JSON,
-)
 from backtracweb.errors import StartupError
-from backtracweb.process.tree import build_service
+from backtracweb.process.control import (
+    JSON, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat, Reload, ReopenLogs,
+    ServerStats, Start, Stats,
+)
 from backtracweb.process.service import BacktracService
 from backtracweb.process.shared import SharedSocketService
 from backtracweb.process.supervisor import (
     KILL_GRACE, STACKS_WAIT, STATS_WAIT, Backoff, Supervisor, WorkerProcess,
 )
+from backtracweb.process.tree import build_service
 from backtracweb.process.worker import Outbox, SupervisorChannel
 
 

@@ -12,7 +12,9 @@ from certificates import self_signed_certificate
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.testing import MemoryReactor
 
-from backtracweb.process.tls import RenewableContext, UnusableCertificate, context_factory, make_renewable
+from backtracweb.process.tls import (
+    RenewableContext, UnusableCertificate, context_factory, make_renewable,
+)
 
 
 @pytest.fixture

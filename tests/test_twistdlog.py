@@ -10,11 +10,7 @@ import io
 
 import pytest
 from twisted.logger import (
-    FileLogObserver,
-    LogLevel,
-    LogPublisher,
-    jsonFileLogObserver,
-    textFileLogObserver,
+    FileLogObserver, LogLevel, LogPublisher, jsonFileLogObserver, textFileLogObserver,
 )
 
 from backtracweb.app.twistdlog import TwistdLogLines

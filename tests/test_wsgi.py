@@ -43,12 +43,12 @@ from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from backtracweb.app import sendfile, wsgi
-from backtracweb.http.channel import CLIENT_GONE
-from backtracweb.http.request import Request
 from backtracweb.app.proxy import TrustedProxies
 from backtracweb.app.resource import SiteRoot
 from backtracweb.app.sendfile import BLOCK_SIZE, FileSender
 from backtracweb.app.wsgi import FileWrapper, WSGIContainer
+from backtracweb.http.channel import CLIENT_GONE
+from backtracweb.http.request import Request
 
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 0.1

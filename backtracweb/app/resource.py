@@ -12,11 +12,11 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from backtracweb.config.settings import StaticMapping
-from backtracweb.http.request import Request
 from backtracweb.app.pool import WorkerPool
 from backtracweb.app.static import StaticDirectory
 from backtracweb.app.status import render_status
+from backtracweb.config.settings import StaticMapping
+from backtracweb.http.request import Request
 
 _NOT_READY = b"The application is not loaded yet.\n"
 _OVERLOADED = b"The server is busy; please retry shortly.\n"

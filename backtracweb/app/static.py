@@ -27,8 +27,8 @@ from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Callable, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from backtracweb.http.request import Request
 from backtracweb.app.sendfile import SMALL_FILE, send_part
+from backtracweb.http.request import Request
 
 SMALL_FILES_BYTES = 8 * 1024 * 1024
 """How much of its small files a static mapping keeps in memory, at most."""

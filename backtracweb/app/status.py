@@ -15,8 +15,8 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from backtracweb.http.request import Request
 from backtracweb.app.pool import WorkerPool
+from backtracweb.http.request import Request
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _log = Logger(namespace="backtracweb.app.status")

@@ -16,9 +16,9 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from backtracweb.app.accesslog import AccessLog, Entry
+from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.http.channel import HTTPChannel
 from backtracweb.http.request import Request
-from backtracweb.app.proxy import Addresses, TrustedProxies
 
 IDLE_LINGER = 0.25
 """

@@ -34,8 +34,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from backtracweb.app import sendfile
-from backtracweb.http.request import Request
 from backtracweb.app.sendfile import send_part
+from backtracweb.http.request import Request
 
 _log = Logger(namespace="backtracweb.app.wsgi")
 

@@ -25,8 +25,8 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from backtracweb.errors import AppLoadError
 from backtracweb.config.spec import REQUIRED, Setting, python_module, python_object
+from backtracweb.errors import AppLoadError
 
 ENTRY_POINT_GROUP = "backtracweb.loaders"
 

@@ -16,12 +16,7 @@ from pathlib import Path
 
 from backtracweb.config.apps import BUILTIN_LOADERS, loader_settings
 from backtracweb.config.settings import (
-    ENV_SECTION,
-    FREE_SECTIONS,
-    ROOT_SETTINGS,
-    SECTION_DOCS,
-    SECTIONS,
-    STATIC_SECTION,
+    ENV_SECTION, FREE_SECTIONS, ROOT_SETTINGS, SECTION_DOCS, SECTIONS, STATIC_SECTION,
 )
 from backtracweb.config.spec import Setting
 

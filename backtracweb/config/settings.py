@@ -30,29 +30,12 @@ from configobj.validate import ValidateError, Validator
 
 from backtracweb.config import environment
 from backtracweb.config.apps import AppLoader, available_loaders, find_module, loader_settings
-from backtracweb.errors import AppLoadError, ConfigError
 from backtracweb.config.spec import (
-    Check,
-    Invalid,
-    Setting,
-    custom_checks,
-    directory,
-    directory_list,
-    endpoints,
-    env_file,
-    env_value,
-    file_patterns,
-    integer,
-    ip_address,
-    log_destination,
-    log_format,
-    networks,
-    one_of,
-    seconds,
-    size,
-    url_path_or_off,
-    word,
+    Check, Invalid, Setting, custom_checks, directory, directory_list, endpoints, env_file,
+    env_value, file_patterns, integer, ip_address, log_destination, log_format, networks, one_of,
+    seconds, size, url_path_or_off, word,
 )
+from backtracweb.errors import AppLoadError, ConfigError
 
 DEFAULT_LOADER = "django"
 

@@ -27,8 +27,9 @@ from functools import partial
 from typing import Protocol as TypingProtocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
-from httptools.parser.errors import HttpParserCallbackError, HttpParserInvalidMethodError
-from httptools.parser.errors import HttpParserInvalidURLError
+from httptools.parser.errors import (
+    HttpParserCallbackError, HttpParserInvalidMethodError, HttpParserInvalidURLError,
+)
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol

@@ -12,22 +12,22 @@ from typing import Callable, Iterable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
-from backtracweb.config.apps import WSGIApplication
-from backtracweb.errors import CANNOT_START, StartupError
 from backtracweb.app.pool import ReactorCalls, WorkerPool
 from backtracweb.app.repeat import Repeating
 from backtracweb.app.slowrequests import CHECK_EVERY, SlowRequestLog
-from backtracweb.config.spec import readable_endpoint
-from backtracweb.process.tls import make_renewable
 from backtracweb.app.website import BacktracSite
 from backtracweb.app.wsgi import WSGIContainer
+from backtracweb.config.apps import WSGIApplication
+from backtracweb.config.spec import readable_endpoint
+from backtracweb.errors import CANNOT_START, StartupError
+from backtracweb.process.tls import make_renewable
 
 _log = Logger(namespace="backtracweb.process.server")
 

@@ -23,16 +23,17 @@ from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
 
 from backtracweb import version_line
-
-from backtracweb.config import environment
 from backtracweb.app.accesslog import open_append
-from backtracweb.config.settings import ENV_SECTION, RESTART_KEYS, RESTART_SECTIONS, Config, load_config
-from backtracweb.process.cpu import set_scheduling
-from backtracweb.errors import ConfigError
 from backtracweb.app.pool import ThreadPoolService
+from backtracweb.app.website import SiteSettings
+from backtracweb.config import environment
+from backtracweb.config.settings import (
+    ENV_SECTION, RESTART_KEYS, RESTART_SECTIONS, Config, load_config,
+)
+from backtracweb.errors import ConfigError
+from backtracweb.process.cpu import set_scheduling
 from backtracweb.process.server import WebService
 from backtracweb.process.tls import UnusableCertificate
-from backtracweb.app.website import SiteSettings
 
 
 class DaemonService(MultiService):

@@ -26,11 +26,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
 
+from backtracweb.app.website import BacktracSite
+from backtracweb.config.spec import endpoint_files, with_endpoint_files
 from backtracweb.errors import StartupError
 from backtracweb.process.server import ListeningService, accept_pending
-from backtracweb.config.spec import endpoint_files, with_endpoint_files
 from backtracweb.process.tls import RenewableContext, context_factory
-from backtracweb.app.website import BacktracSite
 
 
 class SharedSocketService(ListeningService):

@@ -36,18 +36,18 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
 from backtracweb.app.accesslog import NAMESPACE as ACCESS_NAMESPACE
+from backtracweb.app.repeat import Repeating
+from backtracweb.app.status import iso_time, server_snapshot
+from backtracweb.app.twistdlog import TwistdLogLines
 from backtracweb.config.settings import MOST_WORKERS, Config, load_config
+from backtracweb.errors import ConfigError, StartupError
 from backtracweb.process.control import (
     CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
     LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
-from backtracweb.errors import ConfigError, StartupError
-from backtracweb.app.repeat import Repeating
 from backtracweb.process.server import fatal
-from backtracweb.process.shared import LoadBoard, SharedSocketService
 from backtracweb.process.service import DaemonService, not_reloaded
-from backtracweb.app.status import iso_time, server_snapshot
-from backtracweb.app.twistdlog import TwistdLogLines
+from backtracweb.process.shared import LoadBoard, SharedSocketService
 
 _log = Logger(namespace="backtracweb.process.supervisor")
 

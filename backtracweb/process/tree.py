@@ -14,17 +14,17 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 
 from backtracweb.app.accesslog import AccessLog
-from backtracweb.config.apps import load_application
-from backtracweb.config.settings import Config
-from backtracweb.errors import ConfigError, StartupError
 from backtracweb.app.pool import ThreadPoolService, make_pool
 from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.resource import SiteRoot, static_routes
-from backtracweb.process.server import ListeningService, WebService
-from backtracweb.process.shared import SharedSocketService
-from backtracweb.process.service import BacktracService
-from backtracweb.process.supervisor import Supervisor
 from backtracweb.app.website import BacktracSite, SiteSettings
+from backtracweb.config.apps import load_application
+from backtracweb.config.settings import Config
+from backtracweb.errors import ConfigError, StartupError
+from backtracweb.process.server import ListeningService, WebService
+from backtracweb.process.service import BacktracService
+from backtracweb.process.shared import SharedSocketService
+from backtracweb.process.supervisor import Supervisor
 
 
 def make_site_settings(config: Config) -> SiteSettings:

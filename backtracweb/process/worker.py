@@ -29,17 +29,17 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from backtracweb.app.accesslog import route_twistd_log
+from backtracweb.app.status import rss_bytes, snapshot
 from backtracweb.config.settings import Config
+from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.process.control import (
     CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
     LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
 from backtracweb.process.cpu import pin_worker
-from backtracweb.errors import CANNOT_START, ConfigError, StartupError
-from backtracweb.process.tree import build_site_service
 from backtracweb.process.service import BacktracService
 from backtracweb.process.shared import InheritedSocketService, LoadBoard
-from backtracweb.app.status import rss_bytes, snapshot
+from backtracweb.process.tree import build_site_service
 
 _log = Logger(namespace="backtracweb.process.worker")
 

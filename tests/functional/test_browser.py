@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
-
 from conftest import DEMO, DEMO_INI, Daemon, free_port, wait_until
+from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and quiet: without the background-networking switches Chromium

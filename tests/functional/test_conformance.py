@@ -16,11 +16,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, Daemon, free_port, site_ini
 from http_cases import CASES, Case
 from http_exchange import TIMEOUT, Exchange, expectation, show
-
 
 # -- daemons ------------------------------------------------------------------------
 

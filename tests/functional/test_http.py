@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     APPS, DEMO, DEMO_INI, Daemon, exchange, free_port, parse, site_ini, split_head, wait_until,
 )

@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, Daemon, free_port
 
 MAIN = """\

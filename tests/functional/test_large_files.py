@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, free_port, process_exists, site_ini, split_head, wait_until
 from test_listen import UnixHTTPConnection, self_signed_certificate, tls_context, unix_exchange
 

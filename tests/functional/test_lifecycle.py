@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import APPS, DEMO, DEMO_INI, Daemon, process_exists, twistd_command, wait_until
 
 import backtracweb
-from conftest import APPS, DEMO, DEMO_INI, Daemon, process_exists, twistd_command, wait_until
 
 # -- helpers ----------------------------------------------------------------
 

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from certificates import self_signed_certificate
 from conftest import APPS, Daemon, free_port, wait_until
 

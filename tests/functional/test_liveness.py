@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, process_exists, refused, wait_until
 from test_workers import children
 

@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, REPO, Daemon, free_port, process_exists, wait_until
 from test_listen import self_signed_certificate
 

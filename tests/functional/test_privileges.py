@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, Daemon, refused, site_ini, twistd_command, wait_until
 from privileges import readable_code_for_nobody, unreadable_as  # noqa: F401 (a fixture)
 from test_listen import APP, fetch, self_signed_certificate, tls_context

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, wait_until
 
 ACCESS_LOG = "[log]\naccess_log = access.log\n"

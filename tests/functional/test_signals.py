@@ -23,14 +23,13 @@ import json
 import re
 import shutil
 import signal
-import stat
 import socket
+import stat
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, Daemon, free_port, process_exists, refused, wait_until
 
 STATUS = "/-/status"

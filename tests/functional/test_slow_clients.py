@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, wait_until
 
 SEND_TIMEOUT = 2.0

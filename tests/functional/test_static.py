@@ -21,7 +21,6 @@ import shutil
 from urllib.parse import quote
 
 import pytest
-
 from conftest import APPS, Daemon, exchange, free_port, parse, site_ini, split_head
 
 TEXT = b"0123456789abcdefghij\n"

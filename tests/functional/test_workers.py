@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, process_exists, refused, thread_policies, wait_until
 
 WORKERS = "workers = 2\ngraceful_timeout = 10\n"
