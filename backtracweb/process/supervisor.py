@@ -203,7 +203,8 @@ class Supervisor(DaemonService):
         self.leaving: set[WorkerProcess] = set()
         self.board: LoadBoard | None = None
         self._backoff = {index: Backoff() for index in range(1, MOST_WORKERS + 1)}
-        self._restarts: dict[int, object] = {}
+        self._pending_starts: dict[int, object] = {}
+        """The calls that will start a worker again, by place."""
         self._all_ended: Deferred[None] | None = None
         self._first_failure: str | None = None
         self._first_start_over = False
@@ -242,7 +243,7 @@ class Supervisor(DaemonService):
 
     def _start_worker(self, index: int, replacing: bool = False) -> WorkerProcess:
         """Start a worker for place C{index}; as a replacement, beside the one serving there."""
-        self._restarts.pop(index, None)
+        self._pending_starts.pop(index, None)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         board_fd = CONTROL_FD + 1
         child_fds: dict[int, int | str] = {
@@ -282,7 +283,13 @@ class Supervisor(DaemonService):
             sockets=sockets, board=board_fd, board_size=self.board.seats)
         timeout = self.config["server"]["start_timeout"]
         too_late = self._reactor.callLater(timeout, self._start_timed_out, worker, timeout)
-        started.addBoth(lambda result: (too_late.active() and too_late.cancel(), result)[1])
+
+        def answered(result: object) -> object:
+            if too_late.active():
+                too_late.cancel()
+            return result
+
+        started.addBoth(answered)
         started.addCallbacks(lambda _: self._serving(worker),
                              lambda failure: self._not_started(worker, failure))
         return worker
@@ -408,18 +415,23 @@ class Supervisor(DaemonService):
 
     def _leave(self, worker: WorkerProcess) -> None:
         """C{worker} no longer serves its place: it is stopping, or being replaced."""
+        self._forget(worker)
         worker.state = "leaving"
+        self.leaving.add(worker)
+
+    def _forget(self, worker: WorkerProcess) -> None:
+        """C{worker} holds no place nor seat any more."""
         for place in (self.workers, self.replacements):
             if place.get(worker.index) is worker:
                 del place[worker.index]
-        self.leaving.add(worker)
+        self.leaving.discard(worker)
         self.board.retire(worker.seat)
 
     # -- the number of workers -----------------------------------------------
 
     def _places(self) -> set[int]:
         """The places with a worker, or one about to start."""
-        return {*self.workers, *self.replacements, *self._restarts}
+        return {*self.workers, *self.replacements, *self._pending_starts}
 
     def add_worker(self, signame: str = "add request") -> None:
         """One worker more (SIGTTIN), up to the most C{[server] workers} allows."""
@@ -444,7 +456,7 @@ class Supervisor(DaemonService):
             self._log.warn("received {signal}: keeping the last worker", signal=signame)
             return
         index = max(places)
-        call = self._restarts.pop(index, None)
+        call = self._pending_starts.pop(index, None)
         if call is not None:
             call.cancel()
         self._log.info("received {signal}: worker {index} drains ({count} workers)",
@@ -453,7 +465,6 @@ class Supervisor(DaemonService):
             worker = place.get(index)
             if worker is not None:
                 self._leave(worker)
-                self.board.retire(worker.seat)
                 worker.signal(signal.SIGTERM)
 
     # -- the status page ------------------------------------------------------
@@ -491,47 +502,32 @@ class Supervisor(DaemonService):
     def worker_ended(self, worker: WorkerProcess, reason: Failure) -> None:
         how = _how_it_ended(reason)
         index = worker.index
-        if self.replacements.get(index) is worker:
-            del self.replacements[index]
-            self.board.retire(worker.seat)
-            if self._stopping:
-                self._log.info("worker {index} (pid {pid}) {how}", index=index, pid=worker.pid,
-                               how=how)
-                self._maybe_all_ended()
-                return
-            current = self.workers.get(index)
-            lived = self._reactor.seconds() - worker.started_at
-            delay = self._backoff[index].delay(lived)
-            if current is not None:
-                current.recycle_after = self._reactor.seconds() + max(delay, 1.0)
-                self._log.error(
-                    "worker {index}'s replacement (pid {pid}) {how} before serving; worker "
-                    "{index} (pid {current}) keeps serving", index=index, pid=worker.pid,
-                    how=how, current=current.pid)
-                return
-            self._restart_later(worker, how, lived, delay)
-            return
-        if worker in self.leaving or self._stopping:
-            self.leaving.discard(worker)
-            if self.workers.get(index) is worker:
-                del self.workers[index]
+        was_current = self.workers.get(index) is worker
+        was_replacement = self.replacements.get(index) is worker
+        self._forget(worker)
+        if worker.state == "leaving" or self._stopping:
             self._log.info("worker {index} (pid {pid}) {how}", index=index, pid=worker.pid,
                            how=how)
             self._maybe_all_ended()
             return
-        if self.workers.get(index) is not worker:
-            return
-        del self.workers[index]
-        self.board.retire(worker.seat)
-        if not self._first_start_over:
-            return  # the first start failed: startService reports it
+        if not self._first_start_over or not (was_current or was_replacement):
+            return  # a failed first start is reported by startService
         lived = self._reactor.seconds() - worker.started_at
-        if index in self.replacements:
+        if was_current and index in self.replacements:
             self._log.error("worker {index} (pid {pid}) {how} after {lived:.1f} s; its "
                             "replacement is starting", index=index, pid=worker.pid, how=how,
                             lived=lived)
             return
-        self._restart_later(worker, how, lived, self._backoff[index].delay(lived))
+        delay = self._backoff[index].delay(lived)
+        current = self.workers.get(index)
+        if was_replacement and current is not None:
+            current.recycle_after = self._reactor.seconds() + max(delay, 1.0)
+            self._log.error(
+                "worker {index}'s replacement (pid {pid}) {how} before serving; worker "
+                "{index} (pid {current}) keeps serving", index=index, pid=worker.pid,
+                how=how, current=current.pid)
+            return
+        self._restart_later(worker, how, lived, delay)
 
     def _restart_later(self, worker: WorkerProcess, how: str, lived: float,
                        delay: float) -> None:
@@ -540,7 +536,7 @@ class Supervisor(DaemonService):
             "{delay:g} s", index=worker.index, pid=worker.pid, how=how, lived=lived, delay=delay,
         )
         self.restarts[worker.index] += 1
-        self._restarts[worker.index] = self._reactor.callLater(
+        self._pending_starts[worker.index] = self._reactor.callLater(
             delay, self._start_worker, worker.index)
 
     def _maybe_all_ended(self) -> None:
@@ -559,9 +555,9 @@ class Supervisor(DaemonService):
         self._stopping = True
         if self._heartbeats.running:
             self._heartbeats.stop()
-        for call in self._restarts.values():
+        for call in self._pending_starts.values():
             call.cancel()
-        self._restarts.clear()
+        self._pending_starts.clear()
         closed = DeferredList([
             d for d in (listener.stopService() for listener in self.listeners) if d is not None
         ])

@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import (
-    Logger, eventAsJSON, formatEvent, formatEventAsClassicLogText, globalLogBeginner,
+    Logger, eventAsJSON, eventFromJSON, formatEvent, formatEventAsClassicLogText, globalLogBeginner,
 )
 from twisted.python import threadable
 from twisted.python.failure import Failure
@@ -123,8 +123,6 @@ class Outbox:
 
     @staticmethod
     def _to_stderr(events: list[str], lines: list[str]) -> None:
-        from twisted.logger import eventFromJSON
-
         text = [formatEventAsClassicLogText(eventFromJSON(e)) for e in events]
         text += [line + "\n" for line in lines]
         try:
