@@ -75,21 +75,18 @@ def main() -> None:
     from backtracweb.app.resource import SiteRoot
     from backtracweb.app.website import BacktracSite, SiteSettings
     from backtracweb.app.wsgi import WSGIContainer
+    from backtracweb.config.settings import Values, section_defaults
 
     if args.null_app:
         application = null_app
     else:
         from benchsite.wsgi import application
     reactor, pool = InlineReactor(), InlinePool()
-    root = SiteRoot()
-    root.pool = pool
-    root.app = WSGIContainer(reactor, pool, application)
+    root = SiteRoot(WSGIContainer(reactor, pool, application), pool)
     settings = SiteSettings(
         routes=(), access_log=AccessLog("off").open(), proxies=TrustedProxies(()),
-        max_body=1 << 20, max_request_line=4096, max_header_field=8192,
-        max_header_bytes=65536, max_headers=100, idle_timeout=60.0, send_timeout=60.0,
-        max_queue=100, status_path=None, status_allow=Addresses(()), graceful_timeout=30.0,
-        config_file="-", loaded_at=time.time(),
+        limits=Values(**section_defaults("limits")), server=Values(**section_defaults("server")),
+        status_path=None, status_allow=Addresses(()), config_file="-", loaded_at=time.time(),
     )
     site = BacktracSite(root, settings, reactor)
     peer = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -13,6 +13,7 @@ thread would.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 from backtracweb.app.accesslog import AccessLog
 from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.website import BacktracSite, SiteSettings
+from backtracweb.config.settings import Values, section_defaults
 from backtracweb.http.channel import HTTPChannel
 from backtracweb.http.request import Request
 
@@ -34,31 +36,37 @@ WAIT = 10.0
 """Seconds to wait for something that must happen before failing."""
 
 
+TEST_LIMITS = dict(max_body=1024, max_header_bytes=8192, max_headers=50, max_queue=10)
+"""Smaller than the defaults, so that tests go past them cheaply."""
+
+
 def site_settings(**overrides) -> SiteSettings:
     """
     Site settings for tests: no static routes, access log and status page
-    off, no trusted proxy, small limits; C{overrides} replace any of them.
+    off, no trusted proxy, the declared defaults but for L{TEST_LIMITS};
+    C{overrides} replace any of them (see L{changed}).
     """
-    values = dict(
+    settings = SiteSettings(
         routes=(),
         access_log=AccessLog("off").open(),
         proxies=TrustedProxies(()),
-        max_body=1024,
-        max_request_line=4096,
-        max_header_field=8192,
-        max_header_bytes=8192,
-        max_headers=50,
-        idle_timeout=60.0,
-        send_timeout=60.0,
-        max_queue=10,
+        limits=Values(**{**section_defaults("limits"), **TEST_LIMITS}),
+        server=Values(**section_defaults("server")),
         status_path=None,
         status_allow=Addresses(()),
-        graceful_timeout=30.0,
         config_file="/etc/backtrac.ini",
         loaded_at=0.0,
     )
-    values.update(overrides)
-    return SiteSettings(**values)
+    return changed(settings, **overrides)
+
+
+def changed(settings: SiteSettings, **overrides) -> SiteSettings:
+    """C{settings} with C{overrides}, whose keys may be those of C{[limits]} and C{[server]} too."""
+    limits, server = vars(settings.limits).copy(), vars(settings.server).copy()
+    values = {}
+    for key, value in overrides.items():
+        (limits if key in limits else server if key in server else values)[key] = value
+    return replace(settings, limits=Values(**limits), server=Values(**server), **values)
 
 
 class FakeReactor(Clock):

@@ -15,11 +15,12 @@ import fcntl
 import os
 import re
 import stat
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-from helpers import Client, make_site
+from helpers import Client, changed, make_site
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from backtracweb.app import accesslog, website
@@ -483,6 +484,8 @@ class Root:
 class FakeTime:
     """Stands in for the C{time} module where requests are timed."""
 
+    gmtime, strftime = staticmethod(time.gmtime), staticmethod(time.strftime)
+
     def __init__(self) -> None:
         self.now = STARTED
         self.mono = 1000.0
@@ -497,8 +500,8 @@ class FakeTime:
 @pytest.fixture
 def fake_time(monkeypatch) -> FakeTime:
     fake = FakeTime()
-    monkeypatch.setattr(channel_module, "time", fake)
-    monkeypatch.setattr(website, "time", fake)
+    for module in (channel_module, website, accesslog):
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
@@ -573,7 +576,7 @@ class TestSiteLines:
         path = tmp_path / "access.log"
         site, _ = site_with_log(path, "{method} {path} {protocol} {status} {host} {user_agent} "
                                       "{bytes}")
-        site.settings = replace(site.settings, max_body=100)
+        site.settings = changed(site.settings, max_body=100)
         client = Client(site)
         with capturedLogs():
             client.send(data).lost()

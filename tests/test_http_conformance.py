@@ -49,8 +49,7 @@ class ChannelSocket:
 
     def __init__(self, limits: dict) -> None:
         self.reactor = FakeReactor()
-        root = SiteRoot()
-        root.app = WSGIContainer(self.reactor, InlinePool(), application)
+        root = SiteRoot(WSGIContainer(self.reactor, InlinePool(), application))
         settings = {key: check_size(value) for key, value in limits.items()}
         settings.setdefault("max_body", 1 << 20)
         settings.setdefault("max_header_bytes", 64 * 1024)

@@ -188,7 +188,7 @@ class TestReload:
         assert old_log._fd is None  # closed
         assert new.access_log.destination == str(site_dir / "logs" / "new.log")
         assert new.access_log.template == "{status}"
-        assert (new.max_body, new.idle_timeout) == (10 * 1024 * 1024, 5.0)
+        assert (new.limits.max_body, new.limits.idle_timeout) == (10 * 1024 * 1024, 5.0)
         assert sorted(segments for segments, _ in new.routes) == [[b"media"], [b"static"]]
         assert {d.path for _, d in new.routes} == {os.fsencode(site_dir / "static"),
                                                    os.fsencode(site_dir / "media")}
@@ -316,7 +316,7 @@ class TestReload:
             (LogLevel.info, "reload: done; changed: nothing"),
         ]
         assert [s.description for s in service.web] == listening
-        assert service.web.root.app is None
+        assert service.web.application.container is None  # (the service never started)
         service.web.site.settings.access_log.close()
 
     def test_environment_changes_need_a_restart_and_stay_masked(self, site_dir):

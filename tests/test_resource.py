@@ -18,7 +18,8 @@ import pytest
 from helpers import Client, FakeReactor, Recorder, fetch, make_site, parse_responses, site_settings
 from twisted.logger import capturedLogs
 
-from backtracweb.app.pool import WorkerPool
+from backtracweb.app.application import Application
+from backtracweb.app.pool import ThreadPool
 from backtracweb.app.proxy import Addresses
 from backtracweb.app.resource import SiteRoot, static_routes
 from backtracweb.app.static import StaticDirectory
@@ -71,9 +72,8 @@ def mappings(tree: Path, order: str = "short-first") -> list[StaticMapping]:
 
 def make_root(tree: Path, order: str = "short-first", **settings):
     """A site mapping three prefixes, with a L{Recorder} as the application behind them."""
-    root = SiteRoot()
-    app = root.app = Recorder()
-    return make_site(root, routes=static_routes(mappings(tree, order)), **settings), app
+    app = Recorder()
+    return make_site(SiteRoot(app), routes=static_routes(mappings(tree, order)), **settings), app
 
 
 def app_paths(app: Recorder) -> list[bytes]:
@@ -199,9 +199,8 @@ class TestDispatch:
 
     def test_no_mappings(self):
         """Without mappings everything goes to the application."""
-        root = SiteRoot()
-        app = root.app = Recorder()
-        site = make_site(root)
+        app = Recorder()
+        site = make_site(SiteRoot(app))
         assert fetch(site, b"/static/name.txt").body == b"ok:/static/name.txt"
         assert app_paths(app) == [b"/static/name.txt"]
 
@@ -210,9 +209,12 @@ class TestDispatch:
         Before the application is loaded, its paths answer 503 with an
         explanation, while static files are already served.
         """
-        site, _ = make_root(tree)
-        site.resource.app = None
+        imported = []
+        application = Application(lambda: imported.append(1), ThreadPool(1, 1), FakeReactor())
+        site = make_site(SiteRoot(application),
+                         routes=static_routes(mappings(tree, "short-first")))
         response = fetch(site, b"/anything")
+        assert imported == []  # the application is imported when the server starts
         assert (response.status, response.body) == (503, b"The application is not loaded yet.\n")
         assert response.header(b"retry-after") is None
         assert fetch(site, b"/static/name.txt").body == b"static"
@@ -246,8 +248,7 @@ def wsgi_root(tree: Path):
         return [b"wsgi"]
 
     reactor = FakeReactor()
-    root = SiteRoot()
-    root.app = WSGIContainer(reactor, InlinePool(), application)
+    root = SiteRoot(WSGIContainer(reactor, InlinePool(), application))
     routes = static_routes([StaticMapping("/static", str(tree / "static"))])
     return make_site(root, reactor, routes=routes), environs
 
@@ -345,11 +346,6 @@ class TestWSGIEnvironment:
 
 
 class TestRoutes:
-    def test_site_root_starts_empty(self):
-        """A new L{SiteRoot} has no application and no pool yet."""
-        root = SiteRoot()
-        assert (root.app, root.pool) == (None, None)
-
     @pytest.mark.parametrize("order", ["short-first", "long-first"])
     def test_static_routes(self, tree, order):
         """
@@ -368,9 +364,8 @@ class TestRoutes:
     def test_non_ascii_prefix(self, tmp_path):
         """A prefix with non-ASCII characters matches its UTF-8, percent-encoded form."""
         write(tmp_path / "files" / "a.txt", "ä")
-        root = SiteRoot()
-        app = root.app = Recorder()
-        site = make_site(root, routes=static_routes(
+        app = Recorder()
+        site = make_site(SiteRoot(app), routes=static_routes(
             [StaticMapping("/dokumente-ä", str(tmp_path / "files"))]))
         assert fetch(site, b"/dokumente-%C3%A4/a.txt").body == "ä".encode()
         assert fetch(site, b"/dokumente-%c3%a4/a.txt").body == "ä".encode()
@@ -400,9 +395,7 @@ class TestRoutes:
         Retry-After, and the application is not called.
         """
         reactor = FakeReactor()
-        root = SiteRoot()
-        site = make_site(root, reactor, routes=static_routes(mappings(tree)), max_queue=0)
-        pool = WorkerPool(0, 1)  # never started: work waits in its queue
+        pool = ThreadPool(0, 1)  # never started: work waits in its queue
         calls = []
 
         def application(environ, start_response):  # pragma: no cover - never runs
@@ -410,7 +403,8 @@ class TestRoutes:
             start_response("200 OK", [])
             return [b"wsgi"]
 
-        root.app, root.pool = WSGIContainer(reactor, pool, application), pool
+        root = SiteRoot(WSGIContainer(reactor, pool, application), pool)
+        site = make_site(root, reactor, routes=static_routes(mappings(tree)), max_queue=0)
         waiting = Client(site).get(b"/waiting")
         assert (root.app.in_flight, waiting.output) == (1, b"")  # its one place is taken
         assert fetch(site, b"/static/name.txt").body == b"static"

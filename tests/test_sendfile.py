@@ -214,7 +214,7 @@ class Served:
 
 def static_site(directory: Path, **kwargs) -> Served:
     """The site's root with C{/static} mapped to C{directory}, on a real connection."""
-    return Served(SiteRoot(), static_routes([StaticMapping("/static", str(directory))]),
+    return Served(SiteRoot(None), static_routes([StaticMapping("/static", str(directory))]),
                   **kwargs)
 
 
@@ -785,10 +785,8 @@ class InlinePool:
 
 
 def wsgi_served(application) -> Served:
-    root = SiteRoot()
-    s = Served(root)
-    root.app = WSGIContainer(s.reactor, InlinePool(), application)
-    return s
+    reactor = FDReactor()
+    return Served(SiteRoot(WSGIContainer(reactor, InlinePool(), application)), reactor=reactor)
 
 
 def file_app(path: Path, offset: int = 0, length: str | None = None, opened=None):

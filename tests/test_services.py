@@ -46,7 +46,7 @@ from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.resource import SiteRoot, StaticDirectory
 from backtracweb.app.website import IDLE_LINGER, BacktracSite, SiteSettings
 from backtracweb.app.wsgi import WSGIContainer
-from backtracweb.config.settings import Config, load_config
+from backtracweb.config.settings import Config, load_config, section_defaults
 from backtracweb.errors import AppLoadError, ConfigError, StartupError
 from backtracweb.process.server import ListeningService, WebService
 from backtracweb.process.service import BacktracService
@@ -206,12 +206,13 @@ class TestBuildService:
         assert isinstance(pool_service, ThreadPoolService)
         assert isinstance(web, WebService)
         assert (pool_service.pool.min, pool_service.pool.max) == (2, 7)
-        assert web._pool is pool_service.pool
         assert isinstance(web.site, BacktracSite)
         assert web.site.reactor is reactor
-        assert isinstance(web.root, SiteRoot)
-        assert web.root is web.site.resource
-        assert (web.root.app, web.root.pool) == (None, None)
+        root = web.site.resource
+        assert isinstance(root, SiteRoot)
+        assert (root.app, root.pool, root.status.pool) == (web.application, pool_service.pool,
+                                                           pool_service.pool)
+        assert web.application.container is None  # imported when the service starts
         [listening] = list(web)
         assert isinstance(listening, ListeningService)
         assert listening.description == "tcp:8123:interface=127.0.0.1"
@@ -288,14 +289,16 @@ class TestSiteSettings:
             assert settings.access_log._fd is not None
             assert isinstance(settings.proxies, TrustedProxies)
             assert settings.proxies.trusts("10.1.1.1") and settings.proxies.trusts("unix")
-            assert (settings.max_body, settings.max_header_bytes, settings.max_headers) == (
-                2 * 1024 * 1024, 16 * 1024, 40,
-            )
-            assert (settings.idle_timeout, settings.max_queue) == (12.5, 3)
+            assert vars(settings.limits) == {**section_defaults("limits"), **{
+                "max_body": 2 * 1024 * 1024, "max_header_bytes": 16 * 1024, "max_headers": 40,
+                "idle_timeout": 12.5, "max_queue": 3}}
             assert settings.status_path == b"/-/status"
             assert isinstance(settings.status_allow, Addresses)
             assert "192.0.2.9" in settings.status_allow and "127.0.0.1" not in settings.status_allow
-            assert settings.graceful_timeout == 30
+            # [server]'s keys that a reload may change; not those that take a restart.
+            assert vars(settings.server) == {key: config["server"][key] for key in (
+                "graceful_timeout", "start_timeout", "worker_timeout", "max_requests",
+                "max_requests_jitter", "max_memory", "request_warn")}
             assert (settings.config_file, settings.loaded_at) == (config.path, config.loaded_at)
         finally:
             settings.access_log.close()
@@ -309,10 +312,8 @@ class TestSiteSettings:
         assert settings.access_log.destination == "-"
         assert not settings.proxies
         assert settings.status_path is None
-        assert (settings.max_body, settings.max_header_bytes, settings.max_headers) == (
-            1024**3, 64 * 1024, 100,
-        )
-        assert (settings.idle_timeout, settings.max_queue) == (60, 100)
+        assert vars(settings.limits) == section_defaults("limits")
+        assert (settings.limits.max_body, settings.limits.idle_timeout) == (1024**3, 60)
 
     def test_access_log_cannot_open(self, tmp_path, isolated_imports):
         """An access log that cannot be opened is a L{ConfigError} naming the file and key."""
@@ -357,7 +358,7 @@ class TestStart:
         assert pool_service.pool.started is False
         assert pool_service.pool.threads == []
         assert APP_MODULE not in sys.modules
-        assert web.root.app is None
+        assert web.application.container is None
         with capturedLogs() as events:
             web.startService()
         assert f"serving on {address}" in [formatEvent(e) for e in events]
@@ -417,14 +418,14 @@ class TestStart:
             # What was loaded is frozen: the collector's full passes skip it.
             assert gc.get_freeze_count() > 1000
             assert APP_MODULE in sys.modules
-            assert isinstance(web.root.app, WSGIContainer)
-            assert web.root.app._application is sys.modules[APP_MODULE].application
-            assert web.root.app._pool is pool
-            assert web.root.app.in_flight == 0
+            container = web.application.container
+            assert isinstance(container, WSGIContainer)
+            assert container._application is sys.modules[APP_MODULE].application
+            assert container._pool is pool
+            assert container.in_flight == 0
             # Its responses cross to this reactor, a wake-up for what is queued.
-            assert isinstance(web.root.app._reactor, ReactorCalls)
-            assert web.root.app._reactor._reactor is reactor
-            assert web.root.pool is pool
+            assert isinstance(container._reactor, ReactorCalls)
+            assert container._reactor._reactor is reactor
             assert top.running and pool_service.running and web.running
             assert len(reactor.tcpServers) == 1
             for signum in (signal.SIGHUP, signal.SIGUSR1):
@@ -559,7 +560,7 @@ class TestStart:
         )
         critical = [formatEvent(e) for e in events if e["log_level"] is LogLevel.critical]
         assert critical == [f"backtracweb cannot start: {caught.value}"]
-        assert (web.root.app, web.root.pool) == (None, None)
+        assert web.application.container is None
         assert not web.running
         channel, transport = connect(web.site)
         with capturedLogs():
@@ -669,7 +670,7 @@ class TestThreadPoolService:
             assert results == [None]
             warnings = [e for e in events if e["log_level"] is LogLevel.warn]
             assert [formatEvent(e) for e in warnings] == [
-                f"1 worker thread(s) still busy after {STOP_TIMEOUT} seconds; "
+                f"1 thread(s) still busy after {STOP_TIMEOUT} seconds; "
                 "stopping without them"
             ]
             assert STOP_TIMEOUT == 10.0
@@ -1006,7 +1007,7 @@ class TestPlugin:
 # -- the worker pool itself -----------------------------------------------------------
 
 
-class TestWorkerPool:
+class TestThreadPool:
     def test_grows_on_demand_up_to_max(self):
         """
         C{min} threads at start; a task that finds none idle gets a new

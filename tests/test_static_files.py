@@ -81,8 +81,8 @@ class Served:
     """A site with C{/static} mapped to a directory; a L{Recorder} is the application."""
 
     def __init__(self, directory: Path) -> None:
-        root = SiteRoot()
-        self.app = root.app = Recorder()
+        self.app = Recorder()
+        root = SiteRoot(self.app)
         self.site = make_site(root, routes=static_routes(
             [StaticMapping("/static", str(directory))]))
 

@@ -5,7 +5,7 @@ get past.
 
 No reactor runs: requests are parsed by a real channel from bytes (see
 tests/helpers.py).  Thread pools are fakes, or real ones never started
-(work handed to an unstarted L{WorkerPool} waits in its queue).
+(work handed to an unstarted L{ThreadPool} waits in its queue).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from backtracweb.app import resource as resource_module
 from backtracweb.app import status as status_module
-from backtracweb.app.pool import WorkerPool
+from backtracweb.app.application import Application
+from backtracweb.app.pool import ThreadPool
 from backtracweb.app.proxy import Addresses
 from backtracweb.app.resource import SiteRoot
+from backtracweb.app.status import StatusPage
 from backtracweb.app.website import BacktracSite
 from backtracweb.app.wsgi import WSGIContainer
 
@@ -53,11 +55,15 @@ def fixed_clock(monkeypatch):
 
 
 class FakePool:
-    """The parts of L{WorkerPool} the status page and the overload check read."""
+    """The parts of L{ThreadPool} the status page and the overload check read."""
 
-    def __init__(self, min=2, max=4, workers=3, busy=2, queued=1) -> None:
+    def __init__(self, min=2, max=4, threads=3, busy=2, queued=1) -> None:
         self.min, self.max, self.busy, self.queued = min, max, busy, queued
-        self.threads = [None] * workers
+        self.threads = [None] * threads
+
+    def numbers(self) -> dict[str, int]:
+        return {"min": self.min, "max": self.max, "threads": len(self.threads),
+                "busy": self.busy, "queued": self.queued}
 
 
 class App:
@@ -118,7 +124,7 @@ class HoldingPool(FakePool):
     """
 
     def __init__(self, max: int) -> None:
-        super().__init__(min=0, max=max, workers=0, busy=0, queued=0)
+        super().__init__(min=0, max=max, threads=0, busy=0, queued=0)
         self.held: list = []
 
     def callInThread(self, f) -> None:
@@ -131,22 +137,25 @@ class HoldingPool(FakePool):
         f()
 
 
-def make_site(pool=None, app=True, **overrides) -> tuple[BacktracSite, SiteRoot]:
-    settings = site_settings(
-        max_queue=1,
-        status_path=b"/-/status",
-        status_allow=Addresses(["127.0.0.1", "::1"]),
-        loaded_at=LOADED_AT,
-    )
-    settings = replace(settings, **overrides)
-    root = SiteRoot()
-    if app:
-        # The work a fake pool reports busy or queued is the application's.
-        held = pool.busy + pool.queued if isinstance(pool, FakePool) else 0
-        root.app = App(held)
-    else:
-        root.app = None
-    root.pool = pool
+def make_site(pool=None, app=None, whole_server=None, **overrides
+              ) -> tuple[BacktracSite, SiteRoot]:
+    """
+    A site whose status page is at C{/-/status}, for local clients; its
+    application is C{app}, by default an L{App} (busy with the work a fake
+    pool reports), or C{"unloaded"}: an L{Application} not yet started.
+    """
+    settings = site_settings(**{
+        "max_queue": 1,
+        "status_path": b"/-/status",
+        "status_allow": Addresses(["127.0.0.1", "::1"]),
+        "loaded_at": LOADED_AT,
+        **overrides,
+    })
+    if app is None:
+        app = App(pool.busy + pool.queued if isinstance(pool, FakePool) else 0)
+    elif app == "unloaded":
+        app = Application(lambda: hello, pool, FakeReactor())
+    root = SiteRoot(app, pool, StatusPage(pool, whole_server))
     site = BacktracSite(root, settings, FakeReactor())
     site.stats.started = STARTED
     return site, root
@@ -192,9 +201,9 @@ backtracweb_pool_min 2
 # HELP backtracweb_pool_max Configured maximum threads.
 # TYPE backtracweb_pool_max gauge
 backtracweb_pool_max 4
-# HELP backtracweb_pool_workers Threads running.
-# TYPE backtracweb_pool_workers gauge
-backtracweb_pool_workers 3
+# HELP backtracweb_pool_threads Threads running.
+# TYPE backtracweb_pool_threads gauge
+backtracweb_pool_threads 3
 # HELP backtracweb_pool_busy Threads running a request.
 # TYPE backtracweb_pool_busy gauge
 backtracweb_pool_busy 2
@@ -243,7 +252,7 @@ class TestJSON:
             "uptime_seconds": 12.5,
             "config_file": "/etc/backtrac.ini",
             "config_loaded_at": "2026-11-25T18:40:00Z",
-            "pool": {"min": 2, "max": 4, "workers": 3, "busy": 2, "queued": 1},
+            "pool": {"min": 2, "max": 4, "threads": 3, "busy": 2, "queued": 1},
             "connections": {"open": 1, "busy": 1},
             "requests": 0,
             "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
@@ -260,18 +269,18 @@ class TestJSON:
         assert body.endswith(b"}\n") and body.startswith(b'{\n  "status": "serving"')
 
     def test_real_unstarted_pool(self):
-        """The pool's numbers come from a real L{WorkerPool}: size, and work waiting."""
-        pool = WorkerPool(3, 8)
+        """The pool's numbers come from a real L{ThreadPool}: size, and work waiting."""
+        pool = ThreadPool(3, 8)
         for _ in range(2):
             pool.callInThread(lambda: None)
         site, _ = make_site(pool=pool, max_queue=100)
-        assert status_json(site)["pool"] == {"min": 3, "max": 8, "workers": 0, "busy": 0, "queued": 2}
+        assert status_json(site)["pool"] == {"min": 3, "max": 8, "threads": 0, "busy": 0, "queued": 2}
         assert pool.started is False and pool.threads == []
 
     def test_no_pool_yet(self):
         """Before the application is loaded there is no pool: its numbers are zero."""
-        site, _ = make_site(pool=None, app=False)
-        assert status_json(site)["pool"] == {"min": 0, "max": 0, "workers": 0, "busy": 0, "queued": 0}
+        site, _ = make_site(pool=None, app="unloaded")
+        assert status_json(site)["pool"] == {"min": 0, "max": 0, "threads": 0, "busy": 0, "queued": 0}
 
     def test_counts_after_requests(self):
         """
@@ -311,7 +320,7 @@ class TestJSON:
 
     def test_before_application_loaded(self):
         """The page answers before the application is loaded (app paths get 503)."""
-        site, _ = make_site(pool=None, app=False)
+        site, _ = make_site(pool=None, app="unloaded")
         client = PageClient(site)
         assert status_json(site)["status"] == "serving"
         assert client.fetch(b"/")[0] == 503
@@ -378,7 +387,7 @@ def worker_entry(index: int, requests: int) -> dict:
     return {"index": index, "state": "serving", "pid": 100 + index, "restarts": index - 1,
             "status": "serving", "uptime_seconds": 5.0, "config_file": "/etc/backtrac.ini",
             "config_loaded_at": "2026-11-25T18:40:00Z",
-            "pool": {"min": 2, "max": 4, "workers": 2, "busy": 1, "queued": 0},
+            "pool": {"min": 2, "max": 4, "threads": 2, "busy": 1, "queued": 0},
             "connections": {"open": 1, "busy": 1}, "requests": requests,
             "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0},
             "refused_overload": 0, "bytes_sent": 3 * requests, "rss_bytes": 1000 * index}
@@ -397,21 +406,20 @@ class TestWholeServer:
                             {"index": 3, "state": "starting", "pid": 103, "restarts": 0})
         assert (data["pid"], data["requests"], data["bytes_sent"], data["rss_bytes"]) == (
             100, 12, 36, 3000)
-        assert data["pool"] == {"min": 4, "max": 8, "workers": 4, "busy": 2, "queued": 0}
+        assert data["pool"] == {"min": 4, "max": 8, "threads": 4, "busy": 2, "queued": 0}
         assert data["connections"] == {"open": 2, "busy": 2}
         assert data["responses"]["2xx"] == 12
         assert [w["pid"] for w in data["workers"]] == [101, 102, 103]
 
     def test_a_worker_asks_the_supervisor(self):
         """In a worker, the page shows the whole server, as the supervisor answers."""
-        site, root = make_site(pool=FakePool())
         data = whole_server(worker_entry(1, 5), worker_entry(2, 7))
-        root.whole_server = lambda: succeed(data)
+        site, root = make_site(pool=FakePool(), whole_server=lambda: succeed(data))
         assert status_json(site) == json.loads(json.dumps(data))
 
     def test_prometheus_series_are_labelled_by_worker(self):
-        site, root = make_site(pool=FakePool())
-        root.whole_server = lambda: succeed(whole_server(worker_entry(1, 5), worker_entry(2, 7)))
+        site, root = make_site(pool=FakePool(), whole_server=lambda: succeed(
+            whole_server(worker_entry(1, 5), worker_entry(2, 7))))
         _, _, body = PageClient(site).fetch(b"/-/status?format=prometheus")
         lines = body.decode().splitlines()
         assert "backtracweb_workers 2" in lines
@@ -422,8 +430,8 @@ class TestWholeServer:
         assert 'backtracweb_resident_memory_bytes{worker="1"} 1000' in lines
 
     def test_without_the_supervisor_the_worker_shows_itself(self):
-        site, root = make_site(pool=FakePool())
-        root.whole_server = lambda: fail(ConnectionError("the channel is closed"))
+        site, root = make_site(pool=FakePool(),
+                               whole_server=lambda: fail(ConnectionError("the channel is closed")))
         with capturedLogs() as events:
             data = status_json(site)
         assert data["pid"] == os.getpid() and "workers" not in data
@@ -524,9 +532,9 @@ class TestOverload:
         (unstarted) pool wait in its queue and count: C{max + max_queue} of
         them fill it, and the next is refused; the warning reads the pool.
         """
-        pool = WorkerPool(0, 2)
-        site, root = make_site(pool=pool, max_queue=1)
-        root.app = WSGIContainer(QueueingReactor(), pool, hello)
+        pool = ThreadPool(0, 2)
+        site, root = make_site(pool=pool, app=WSGIContainer(QueueingReactor(), pool, hello),
+                               max_queue=1)
         waiting = [PageClient(site) for _ in range(3)]
         for client in waiting:
             client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -544,8 +552,7 @@ class TestOverload:
         """
         pool = HoldingPool(max=1)
         reactor = QueueingReactor()
-        site, root = make_site(pool=pool, max_queue=1)
-        root.app = WSGIContainer(reactor, pool, hello)
+        site, root = make_site(pool=pool, app=WSGIContainer(reactor, pool, hello), max_queue=1)
         first, second = PageClient(site), PageClient(site)
         for client in (first, second):
             client.channel.dataReceived(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")

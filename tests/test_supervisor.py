@@ -712,7 +712,7 @@ def test_values_larger_than_an_amp_value_travel_in_chunks():
 
 def worker_stats(requests: int, busy: int) -> dict:
     return {"status": "serving", "pid": 0, "uptime_seconds": 1.0, "config_file": "f",
-            "config_loaded_at": "t", "pool": {"min": 2, "max": 4, "workers": 2, "busy": busy,
+            "config_loaded_at": "t", "pool": {"min": 2, "max": 4, "threads": 2, "busy": busy,
                                               "queued": 0},
             "connections": {"open": 1, "busy": busy}, "requests": requests,
             "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0},
@@ -728,7 +728,7 @@ def test_the_status_of_the_whole_server_is_asked_of_every_worker(supervisor):
     data = asked.result["stats"]
     assert (data["pid"], data["requests"], data["bytes_sent"], data["rss_bytes"]) == (
         __import__("os").getpid(), 12, 120, 2000)
-    assert data["pool"] == {"min": 4, "max": 8, "workers": 4, "busy": 1, "queued": 0}
+    assert data["pool"] == {"min": 4, "max": 8, "threads": 4, "busy": 1, "queued": 0}
     assert data["responses"]["2xx"] == 12
     assert [(w["index"], w["pid"], w["state"], w["restarts"], w["requests"])
             for w in data["workers"]] == [(1, 1000, "serving", 0, 5), (2, 1001, "serving", 0, 7)]

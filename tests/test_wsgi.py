@@ -112,8 +112,7 @@ def serve(application, pool=None, reactor=None, **settings):
     """
     reactor = reactor or FakeReactor()
     container = WSGIContainer(reactor, pool or SyncPool(), application)
-    root = SiteRoot()
-    root.app = container
+    root = SiteRoot(container)
     limits = dict(max_body=1024 * 1024, max_header_bytes=16 * 1024, max_headers=100,
                   max_queue=100, send_timeout=SEND_TIMEOUT)
     return container, reactor, make_site(root, reactor, **{**limits, **settings})
@@ -474,8 +473,7 @@ class TestEnviron:
 
         for multiprocess in (True, False):
             reactor = FakeReactor()
-            root = SiteRoot()
-            root.app = WSGIContainer(reactor, SyncPool(), application, multiprocess)
+            root = SiteRoot(WSGIContainer(reactor, SyncPool(), application, multiprocess))
             Connection(make_site(root, reactor)).send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             reactor.run_pending()
         assert seen == [True, False]

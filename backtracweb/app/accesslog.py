@@ -17,6 +17,7 @@ from typing import Callable
 
 from backtracweb.app.twistdlog import TwistdLogLines
 from backtracweb.config.logformat import COMBINED
+from backtracweb.http.request import Request
 
 NAMESPACE = "backtracweb.access"
 OFF = "off"
@@ -87,6 +88,23 @@ class Entry:
     sent: int
     referrer: bytes | None
     user_agent: bytes | None
+
+    @classmethod
+    def of(cls, request: Request) -> Entry:
+        """A finished (or refused, or abandoned) request as an entry."""
+        return cls(
+            client=request.client or "-",
+            started=request.started_at,
+            duration=time.monotonic() - request.started,
+            method=request.method,
+            path=request.target,
+            protocol=request.version,
+            host=request.host or request.header(b"host"),  # (a refused request's may be unchecked)
+            status=request.code,
+            sent=request.sent,
+            referrer=request.header(b"referer"),
+            user_agent=request.header(b"user-agent"),
+        )
 
     def fields(self) -> dict[str, str]:
         when = time.gmtime(self.started)

@@ -1,5 +1,5 @@
 """
-The worker thread pool, as a service that starts after twistd forks.
+The application's thread pool, as a service that starts after twistd forks.
 
 A thread pool started before twistd daemonizes loses its threads in the
 fork while still believing it has them: the daemon accepts connections and
@@ -20,13 +20,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 STOP_TIMEOUT = 10.0
-"""Seconds to wait for busy workers when stopping before exiting without them."""
+"""Seconds to wait for busy threads when stopping before exiting without them."""
 
 _STOP = object()
 """Queued to a thread to make it exit."""
 
 
-class WorkerPool:
+class ThreadPool:
     """
     The threads that run the WSGI application: C{min} kept running, more
     started on demand up to C{max}.  No thread runs before L{start}.
@@ -62,6 +62,11 @@ class WorkerPool:
     def queued(self) -> int:
         """Tasks waiting for a thread."""
         return self._queue.qsize()
+
+    def numbers(self) -> dict[str, int]:
+        """Its size and load, for the status page."""
+        return {"min": self.min, "max": self.max, "threads": len(self.threads),
+                "busy": len(self._working), "queued": self._queue.qsize()}
 
     def callInThread(self, function: Callable[[], object]) -> None:
         """Run C{function} in a thread of the pool, as soon as one is free."""
@@ -160,23 +165,23 @@ class ReactorCalls:
                 self._log.failure("a call from the application's thread pool failed")
 
 
-def make_pool(min_threads: int, max_threads: int) -> WorkerPool:
+def make_pool(min_threads: int, max_threads: int) -> ThreadPool:
     """A thread pool for the WSGI application; no thread runs until it starts."""
-    return WorkerPool(min_threads, max_threads)
+    return ThreadPool(min_threads, max_threads)
 
 
 class ThreadPoolService(Service):
     """
-    Runs a L{WorkerPool} while the service runs.
+    Runs a L{ThreadPool} while the service runs.
 
-    Stopping joins the workers in a thread of its own: a WSGI worker that
+    Stopping joins the threads in a thread of its own: a WSGI thread that
     is writing a response waits for the reactor, so joining it on the
     reactor thread would deadlock.
     """
 
     _log = Logger()
 
-    def __init__(self, pool: WorkerPool, reactor, stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, pool: ThreadPool, reactor, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.pool = pool
         self._reactor = reactor
         self.stop_timeout = stop_timeout
@@ -206,7 +211,7 @@ class ThreadPoolService(Service):
     def _gave_up(self, result: object, timeout: float) -> None:
         busy = self.pool.busy
         self._log.warn(
-            "{busy} worker thread(s) still busy after {timeout:.1f} seconds; stopping without them",
+            "{busy} thread(s) still busy after {timeout:.1f} seconds; stopping without them",
             busy=busy,
             timeout=timeout,
         )

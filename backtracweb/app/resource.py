@@ -1,24 +1,22 @@
 """
-The web root: the status page, then static mappings, then the WSGI
+The web root: the status page, then static mappings, then the
 application for every other path.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from backtracweb.app.pool import WorkerPool
+from backtracweb.app.pool import ThreadPool
 from backtracweb.app.static import StaticDirectory
-from backtracweb.app.status import render_status
+from backtracweb.app.status import StatusPage
 from backtracweb.config.settings import StaticMapping
 from backtracweb.http.request import Request
 
-_NOT_READY = b"The application is not loaded yet.\n"
 _OVERLOADED = b"The server is busy; please retry shortly.\n"
 RETRY_AFTER = b"5"
 _WARN_EVERY = 10.0  # seconds between two overload warnings
@@ -38,7 +36,7 @@ class SiteRoot:
     """
     Routes each request: the status page if it is enabled and asked for,
     else the static directory with the longest matching prefix, else the
-    WSGI application.
+    application.
 
     Prefixes match whole, percent-decoded path segments, so C{/staticfoo}
     is not under C{/static}, and C{/st%61tic} is.  The application
@@ -46,25 +44,26 @@ class SiteRoot:
     routes and limits come from the site's current settings, so a reload
     applies to the next request.
 
-    @ivar app: the WSGI container; set when the application has been
-        loaded, which happens after twistd forks.
-    @ivar pool: the application's thread pool, watched for overload.
-    @ivar whole_server: in a worker of several, asks the supervisor for
-        the whole server's numbers, for the status page.
+    @ivar app: the application (L{Application}), or anything that handles
+        a request and counts those it has in flight.
+    @ivar pool: the application's thread pool, watched for overload; none
+        for an application that needs no threads.
+    @ivar status: the status page.
     """
 
     _log = Logger()
 
-    def __init__(self, whole_server: Callable[[], Deferred[dict]] | None = None) -> None:
-        self.app = None
-        self.pool: WorkerPool | None = None
-        self.whole_server = whole_server
+    def __init__(self, app, pool: ThreadPool | None = None,
+                 status: StatusPage | None = None) -> None:
+        self.app = app
+        self.pool = pool
+        self.status = status if status is not None else StatusPage(pool)
         self._last_warning = float("-inf")
 
     def handle(self, request: Request) -> None:
         settings = request.channel.site.settings
         if settings.status_path is not None and request.path == settings.status_path:
-            render_status(request, self.pool, self.whole_server)
+            self.status.render(request)
             return
         if settings.routes:
             segments = request.path[1:].split(b"/")
@@ -75,10 +74,7 @@ class SiteRoot:
                     # Still encoded: the directory decodes each segment once.
                     directory.serve(request, segments[len(prefix):])
                     return
-        if self.app is None:
-            _busy(request, _NOT_READY)
-            return
-        if self._overloaded(settings.max_queue, request):
+        if self._overloaded(settings.limits.max_queue, request):
             _busy(request, _OVERLOADED, RETRY_AFTER)
             return
         self.app.handle(request)

@@ -15,38 +15,30 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from backtracweb.app.pool import WorkerPool
+from backtracweb.app.pool import ThreadPool
 from backtracweb.http.request import Request
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _log = Logger(namespace="backtracweb.app.status")
 
 
-def snapshot(site, pool: WorkerPool | None) -> dict:
+def snapshot(site, pool: ThreadPool | None) -> dict:
     """The numbers of this process's C{site} and C{pool}, as a plain dict."""
-    stats, settings = site.stats, site.settings
-    now = time.time()
-    busy_connections = sum(1 for c in site.connections if c.queue or c.receiving)
+    settings, numbers = site.settings, site.numbers()
     return {
-        "status": "draining" if site.draining else "serving",
+        "status": numbers["status"],
         "pid": os.getpid(),
-        "uptime_seconds": round(now - stats.started, 3),
+        "uptime_seconds": round(time.time() - numbers["started"], 3),
         "config_file": settings.config_file,
         "config_loaded_at": iso_time(settings.loaded_at),
-        "pool": {
-            "min": pool.min if pool else 0,
-            "max": pool.max if pool else 0,
-            "workers": len(pool.threads) if pool else 0,
-            "busy": pool.busy if pool else 0,
-            "queued": pool.queued if pool else 0,
-        },
-        "connections": {"open": len(site.connections), "busy": busy_connections},
-        "requests": stats.requests,
-        "responses": dict(stats.by_class),
-        "refused_overload": stats.refused_overload,
-        "bytes_sent": stats.bytes_sent,
+        "pool": pool.numbers() if pool is not None else dict.fromkeys(_POOL_KEYS, 0),
+        **{key: numbers[key] for key in _SITE_KEYS},
         "rss_bytes": rss_bytes(),
     }
+
+
+_POOL_KEYS = ("min", "max", "threads", "busy", "queued")
+_SITE_KEYS = ("connections", "requests", "responses", "refused_overload", "bytes_sent")
 
 
 def server_snapshot(supervisor: dict, workers: list[dict]) -> dict:
@@ -58,8 +50,7 @@ def server_snapshot(supervisor: dict, workers: list[dict]) -> dict:
     """
     answered = [w for w in workers if "requests" in w]
     total = dict(supervisor)
-    total["pool"] = {key: sum(w["pool"][key] for w in answered)
-                     for key in ("min", "max", "workers", "busy", "queued")}
+    total["pool"] = {key: sum(w["pool"][key] for w in answered) for key in _POOL_KEYS}
     total["connections"] = {key: sum(w["connections"][key] for w in answered)
                             for key in ("open", "busy")}
     for key in ("requests", "refused_overload", "bytes_sent", "rss_bytes"):
@@ -114,7 +105,7 @@ def prometheus(data: dict) -> str:
                [(f'worker="{w["index"]}"', w["restarts"]) for w in workers])
     for key, help_text in (("min", "Configured minimum threads."),
                            ("max", "Configured maximum threads."),
-                           ("workers", "Threads running."),
+                           ("threads", "Threads running."),
                            ("busy", "Threads running a request."),
                            ("queued", "Requests waiting for a thread.")):
         per_part(f"pool_{key}", "gauge", help_text, lambda part: part["pool"][key])
@@ -148,32 +139,40 @@ def wants_prometheus(request: Request) -> bool:
     return b"text/plain" in accept and b"application/json" not in accept
 
 
-def render_status(request: Request, pool: WorkerPool | None,
-                  whole_server: Callable[[], Deferred[dict]] | None = None) -> None:
+class StatusPage:
     """
-    Answer the status page: 403 unless allowed, 503 while draining.  In a
-    worker of several, C{whole_server} asks the supervisor for every
-    worker's numbers, and the page answers for the whole server.
+    The status page of one process's site and thread pool (C{pool}), or,
+    in a worker of several, of the whole server: C{whole_server} asks the
+    supervisor for every worker's numbers.
     """
-    site = request.channel.site
-    client = request.client or request.peer
-    headers = request.response_headers = [(b"Cache-Control", b"no-store")]
-    if client not in site.settings.status_allow:
-        request.code = 403
-        headers.append((b"Content-Type", b"text/plain"))
-        request.respond(b"Forbidden: this address may not read the status page ([status] allow).\n")
-        return
-    if whole_server is None:
-        _respond(request, snapshot(site, pool))
-        return
 
-    def unanswered(failure) -> None:
-        # The supervisor is gone or slow: this worker's numbers are better than nothing.
-        _log.warn("status page: the supervisor did not answer ({error}); showing this "
-                  "worker only", error=failure.getErrorMessage())
-        _respond(request, snapshot(site, pool))
+    def __init__(self, pool: ThreadPool | None,
+                 whole_server: Callable[[], Deferred[dict]] | None = None) -> None:
+        self.pool = pool
+        self.whole_server = whole_server
 
-    whole_server().addCallbacks(lambda data: _respond(request, data), unanswered)
+    def render(self, request: Request) -> None:
+        """Answer C{request}: 403 unless its client is allowed, 503 while draining."""
+        site = request.channel.site
+        client = request.client or request.peer
+        headers = request.response_headers = [(b"Cache-Control", b"no-store")]
+        if client not in site.settings.status_allow:
+            request.code = 403
+            headers.append((b"Content-Type", b"text/plain"))
+            request.respond(b"Forbidden: this address may not read the status page "
+                            b"([status] allow).\n")
+            return
+        if self.whole_server is None:
+            _respond(request, snapshot(site, self.pool))
+            return
+
+        def unanswered(failure) -> None:
+            # The supervisor is gone or slow: this worker's numbers are better than nothing.
+            _log.warn("status page: the supervisor did not answer ({error}); showing this "
+                      "worker only", error=failure.getErrorMessage())
+            _respond(request, snapshot(site, self.pool))
+
+        self.whole_server().addCallbacks(lambda data: _respond(request, data), unanswered)
 
 
 def _respond(request: Request, data: dict) -> None:

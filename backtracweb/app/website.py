@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from backtracweb.app.accesslog import AccessLog, Entry
 from backtracweb.app.proxy import Addresses, TrustedProxies
+from backtracweb.config.settings import Values
 from backtracweb.http.channel import HTTPChannel
 from backtracweb.http.request import Request
 
@@ -40,25 +41,19 @@ class SiteSettings:
     so a reload is never half-applied.
 
     @ivar routes: the static mappings, as L{resource.SiteRoot} routes them.
+    @ivar limits: the C{[limits]} section, as L{Values}.
+    @ivar server: the keys of C{[server]} a reload may change, as L{Values}.
     """
 
     routes: tuple
     access_log: AccessLog
     proxies: TrustedProxies
-    max_body: int
-    max_request_line: int
-    max_header_field: int
-    max_header_bytes: int
-    max_headers: int
-    idle_timeout: float
-    send_timeout: float
-    max_queue: int
+    limits: Values
+    server: Values
     status_path: bytes | None
     status_allow: Addresses
-    graceful_timeout: float
     config_file: str
     loaded_at: float
-    request_warn: float = 0.0
 
 
 class Stats:
@@ -80,23 +75,6 @@ class Stats:
 
 
 _CLASSES = {n: f"{n}xx" for n in range(1, 6)}
-
-
-def entry(request: Request) -> Entry:
-    """A request as an access-log entry."""
-    return Entry(
-        client=request.client or "-",
-        started=request.started_at,
-        duration=time.monotonic() - request.started,
-        method=request.method,
-        path=request.target,
-        protocol=request.version,
-        host=request.host or request.header(b"host"),  # (a refused request's may be unchecked)
-        status=request.code,
-        sent=request.sent,
-        referrer=request.header(b"referer"),
-        user_agent=request.header(b"user-agent"),
-    )
 
 
 class BacktracSite(ServerFactory):
@@ -152,7 +130,28 @@ class BacktracSite(ServerFactory):
         self.stats.count(request.code, request.sent)
         access_log = self.settings.access_log
         if access_log.enabled:
-            access_log.write(entry(request))
+            access_log.write(Entry.of(request))
+
+    @property
+    def limits(self) -> Values:
+        """The C{[limits]} in force, which the connections read."""
+        return self.settings.limits
+
+    def numbers(self) -> dict:
+        """What the site is doing, for the status page."""
+        stats = self.stats
+        return {
+            "status": "draining" if self.draining else "serving",
+            "started": stats.started,
+            "connections": {
+                "open": len(self.connections),
+                "busy": sum(1 for c in self.connections if c.queue or c.receiving),
+            },
+            "requests": stats.requests,
+            "responses": dict(stats.by_class),
+            "refused_overload": stats.refused_overload,
+            "bytes_sent": stats.bytes_sent,
+        }
 
     def in_flight(self) -> list[Request]:
         """The requests received whole and not yet answered in full."""

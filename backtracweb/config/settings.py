@@ -22,7 +22,7 @@ import glob
 import os
 import time
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from configobj import ConfigObj, ConfigObjError, Section, flatten_errors, get_extra_values
@@ -348,6 +348,24 @@ sockets, the processes), as their declarations say.
 """
 
 
+class Values(SimpleNamespace):
+    """
+    A section's validated values as read-only attributes, for code that
+    reads them on every request (C{limits.max_body}); built from the
+    declarations, so a new key needs no code to reach the server.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"settings are read-only: {name}")
+
+
+def section_defaults(section: str) -> dict[str, Any]:
+    """The validated defaults of C{section}'s settings (for tests and tools)."""
+    parsed = ConfigObj({}, configspec=configspec(), interpolation=False)
+    parsed.validate(Validator(custom_checks(os.getcwd())))
+    return {s.key: parsed[section][s.key] for s in SECTIONS[section] if not s.required}
+
+
 @dataclass(frozen=True)
 class StaticMapping:
     """A URL prefix served from a directory of files."""
@@ -426,6 +444,11 @@ class Config:
         interface = server["interface"]
         host = f"[{interface}]" if ":" in interface else interface
         return f"http://{host}:{server['port']}/"
+
+    def reloadable(self, section: str) -> Values:
+        """The settings of C{section} a reload may change (L{Setting.restart} false)."""
+        values = self.values[section]
+        return Values(**{s.key: values[s.key] for s in SECTIONS[section] if not s.restart})
 
     def is_default(self, section: str, key: str) -> bool:
         return (section, key) not in self.sources

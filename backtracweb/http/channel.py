@@ -62,7 +62,7 @@ _SPECIAL = frozenset({b"host", b"content-length", b"transfer-encoding", b"connec
 
 
 class Limits(TypingProtocol):
-    """The C{[limits]} the channel enforces, read from its site's current settings."""
+    """The C{[limits]} the channel enforces, read from its site as they are now."""
 
     max_body: int
     max_header_bytes: int
@@ -77,7 +77,7 @@ class Site(TypingProtocol):
     """What a channel needs of the site it serves."""
 
     reactor: object
-    settings: Limits
+    limits: Limits
     draining: bool
 
     def handle(self, request: Request) -> None: ...
@@ -312,9 +312,9 @@ class HTTPChannel(Protocol):
             # llhttp keeps a partial header line to itself until it ends:
             # bound what it may keep (the exact limits are checked per line).
             self._head_read += len(data)
-            if self._head_read > self.site.settings.max_header_bytes + len(data):
+            if self._head_read > self.site.limits.max_header_bytes + len(data):
                 self._refuse(Refused(431, f"its head is over [limits] max_header_bytes = "
-                                          f"{self.site.settings.max_header_bytes}"))
+                                          f"{self.site.limits.max_header_bytes}"))
         self._advance()
 
     def _parse_failed(self, error: HttpParserError, data: bytes, starts_read: bool) -> None:
@@ -392,7 +392,7 @@ class HTTPChannel(Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        limit = self.site.settings.max_request_line
+        limit = self.site.limits.max_request_line
         # The line is the method, the target and "HTTP/1.1", between two spaces.
         if len(self._parser.get_method()) + len(self._url) + 10 > limit:
             self._refusal = Refused(414, f"its request line is over [limits] max_request_line "
@@ -400,7 +400,7 @@ class HTTPChannel(Protocol):
             raise self._refusal
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.site.settings
+        limits = self.site.limits
         size = len(name) + len(value)
         self._head_size += size + _HEADER_LINE
         if not self._in_head:  # a trailer field: counted, not kept
@@ -479,7 +479,7 @@ class HTTPChannel(Protocol):
             port = head.split_host(host)[1] if host else b""
             request.server_port = int(port) if port else (443 if request.secure else 80)
         chunked = codings is not None and head.is_chunked(codings, version)
-        limit = self.site.settings.max_body
+        limit = self.site.limits.max_body
         if length is not None and not chunked:
             request.content_length = int(length)  # llhttp checked it is digits, and one value
             if request.content_length > limit:
@@ -512,7 +512,7 @@ class HTTPChannel(Protocol):
                 self._hold_reading("body", True)
             size = body.received
         self._body_since = self.site.reactor.seconds()
-        limit = self.site.settings.max_body
+        limit = self.site.limits.max_body
         if size > limit:
             self._refusal = Refused(413, f"its chunked body is over [limits] max_body = {limit}")
             raise self._refusal
@@ -642,12 +642,12 @@ class HTTPChannel(Protocol):
         self._ensure_timer()
 
     def _ensure_timer(self) -> None:
-        if self._timer is None and self.site.settings.idle_timeout:
-            self._timer = self.site.reactor.callLater(self.site.settings.idle_timeout, self._check)
+        if self._timer is None and self.site.limits.idle_timeout:
+            self._timer = self.site.reactor.callLater(self.site.limits.idle_timeout, self._check)
 
     def _check(self) -> None:
         self._timer = None
-        timeout = self.site.settings.idle_timeout
+        timeout = self.site.limits.idle_timeout
         since = self._idle_since if self._idle_since is not None else self._body_since
         if since is None or not timeout or self._gone:
             return
@@ -720,7 +720,7 @@ class HTTPChannel(Protocol):
         self._start_send_timer()
 
     def _start_send_timer(self) -> None:
-        timeout = self.site.settings.send_timeout
+        timeout = self.site.limits.send_timeout
         if self._send_timer is None and timeout:
             self._send_timer = self.site.reactor.callLater(timeout, self._send_timed_out)
 
@@ -735,7 +735,7 @@ class HTTPChannel(Protocol):
         self._log.info(
             "closed the connection from {peer}: it took nothing of the response to {method} "
             "{target} for {timeout:g} s ([limits] send_timeout)",
-            peer=self.connection.peer, timeout=self.site.settings.send_timeout,
+            peer=self.connection.peer, timeout=self.site.limits.send_timeout,
             method=request.method.decode("latin-1") if request else "-",
             target=request.target.decode("latin-1") if request else "-")
         self.abort()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import socket
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -19,12 +19,10 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
-from backtracweb.app.pool import ReactorCalls, WorkerPool
+from backtracweb.app.application import Application
 from backtracweb.app.repeat import Repeating
 from backtracweb.app.slowrequests import CHECK_EVERY, SlowRequestLog
 from backtracweb.app.website import BacktracSite
-from backtracweb.app.wsgi import WSGIContainer
-from backtracweb.config.apps import WSGIApplication
 from backtracweb.config.spec import readable_endpoint
 from backtracweb.errors import CANNOT_START, StartupError
 from backtracweb.process.tls import make_renewable
@@ -118,39 +116,23 @@ class WebService(MultiService):
     _log = Logger()
 
     def __init__(
-        self,
-        listeners: Iterable[IService],
-        site: BacktracSite,
-        load_app: Callable[[], WSGIApplication],
-        pool: WorkerPool,
-        reactor,
-        multiprocess: bool = False,
+        self, listeners: Iterable[IService], site: BacktracSite, application: Application, reactor
     ) -> None:
         super().__init__()
         self.site = site
-        self._load_app = load_app
-        self._pool = pool
+        self.application = application
         self._reactor = reactor
-        self._multiprocess = multiprocess
         self._slow_requests = Repeating(reactor, CHECK_EVERY, self._log_slow_requests)
         self._slow_request_log: SlowRequestLog | None = None
         for listener in listeners:
             listener.setServiceParent(self)
 
-    @property
-    def root(self):
-        return self.site.resource
-
     def startService(self) -> None:
         try:
-            application = self._load_app()
+            self.application.start()
         except StartupError as e:
             raise fatal(e)
-        container = WSGIContainer(ReactorCalls(self._reactor), self._pool, application,
-                                  self._multiprocess)
-        self.root.app = container
-        self.root.pool = self._pool
-        self._slow_request_log = SlowRequestLog(container.running)
+        self._slow_request_log = SlowRequestLog(self.application.running)
         self._slow_requests.start()
         # What exists now (the application, Django, Twisted: some 60,000
         # objects for a small site) lives as long as the process.  Frozen,
@@ -164,11 +146,11 @@ class WebService(MultiService):
             self._log.info("serving on {address}", address=readable_endpoint(listening.description))
 
     def _log_slow_requests(self) -> None:
-        self._slow_request_log.check(self.site.settings.request_warn, time.monotonic())
+        self._slow_request_log.check(self.site.settings.server.request_warn, time.monotonic())
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, then drain the open connections."""
-        timeout = self.site.settings.graceful_timeout
+        timeout = self.site.settings.server.graceful_timeout
         busy = len(self.site.in_flight())
         self._log.info(
             "stopping: no new connections; waiting up to {timeout:g} s for {busy} "

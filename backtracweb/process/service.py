@@ -212,7 +212,7 @@ class BacktracService(DaemonService):
         # short, and SIGHUP's default action would kill the daemon mid-drain.
         self._stopping = True
         Service.stopService(self)
-        deadline = self._reactor.seconds() + self.web.site.settings.graceful_timeout
+        deadline = self._reactor.seconds() + self.web.site.settings.server.graceful_timeout
 
         def stop_pool(_: object) -> Deferred[None]:
             # Threads still running application code after the drain's

@@ -14,9 +14,11 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 
 from backtracweb.app.accesslog import AccessLog
+from backtracweb.app.application import Application
 from backtracweb.app.pool import ThreadPoolService, make_pool
 from backtracweb.app.proxy import Addresses, TrustedProxies
 from backtracweb.app.resource import SiteRoot, static_routes
+from backtracweb.app.status import StatusPage
 from backtracweb.app.website import BacktracSite, SiteSettings
 from backtracweb.config.apps import load_application
 from backtracweb.config.settings import Config
@@ -34,7 +36,7 @@ def make_site_settings(config: Config) -> SiteSettings:
 
     @raise ConfigError: the access log cannot be opened.
     """
-    log, limits, status = config["log"], config["limits"], config["status"]
+    log, status = config["log"], config["status"]
     try:
         access_log = AccessLog(log["access_log"], log["access_format"]).open()
     except OSError as e:
@@ -47,20 +49,12 @@ def make_site_settings(config: Config) -> SiteSettings:
         routes=static_routes(config.static),
         access_log=access_log,
         proxies=TrustedProxies(config["proxy"]["trusted"]),
-        max_body=limits["max_body"],
-        max_request_line=limits["max_request_line"],
-        max_header_field=limits["max_header_field"],
-        max_header_bytes=limits["max_header_bytes"],
-        max_headers=limits["max_headers"],
-        idle_timeout=limits["idle_timeout"],
-        send_timeout=limits["send_timeout"],
-        max_queue=limits["max_queue"],
+        limits=config.reloadable("limits"),
+        server=config.reloadable("server"),
         status_path=None if status["path"] == "off" else status["path"].encode("utf-8"),
         status_allow=Addresses(status["allow"]),
-        graceful_timeout=config["server"]["graceful_timeout"],
         config_file=config.path,
         loaded_at=config.loaded_at,
-        request_warn=config["server"]["request_warn"],
     )
 
 
@@ -99,14 +93,15 @@ def build_site_service(
     @raise ConfigError: the access log cannot be opened.
     """
     pool = make_pool(config.min_threads, config.max_threads)
-    site = BacktracSite(SiteRoot(whole_server), make_site_settings(config), reactor)
 
     def load_app():
         return load_application(config.app_loader, config.app, config.environment)
 
+    application = Application(load_app, pool, reactor, multiprocess=whole_server is not None)
+    root = SiteRoot(application, pool, StatusPage(pool, whole_server))
+    site = BacktracSite(root, make_site_settings(config), reactor)
     try:
-        web = WebService(make_listeners(site), site, load_app, pool, reactor,
-                         multiprocess=whole_server is not None)
+        web = WebService(make_listeners(site), site, application, reactor)
     except StartupError as e:
         raise StartupError(f"{config.path}: {e}") from None
     return service_class(

@@ -631,8 +631,8 @@ def test_status_page_json_and_prometheus(site, site_dir: Path):
                          "uptime_seconds", "config_file", "config_loaded_at"}
     assert data["status"] == "serving"
     assert data["pool"]["min"] == 2 and data["pool"]["max"] == 4
-    assert set(data["pool"]) == {"min", "max", "workers", "busy", "queued"}
-    assert 2 <= data["pool"]["workers"] <= 4
+    assert set(data["pool"]) == {"min", "max", "threads", "busy", "queued"}
+    assert 2 <= data["pool"]["threads"] <= 4
     assert (data["pool"]["busy"], data["pool"]["queued"]) == (0, 0)
     assert data["requests"] == 2
     assert data["responses"] == {"1xx": 0, "2xx": 1, "3xx": 0, "4xx": 1, "5xx": 0}
