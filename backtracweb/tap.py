@@ -59,11 +59,11 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """The service tree for a validated configuration; nothing starts yet."""
     from twisted.internet import reactor
-    from twisted.scripts._twistd_unix import UnixApplicationRunner
 
     from backtracweb.process.tree import build_service
+    from backtracweb.twisted_internals import twistd_unix_runner
 
-    report_daemon_failures(UnixApplicationRunner)
+    report_daemon_failures(twistd_unix_runner())
     report_startup_errors()
     try:
         return build_service(options.loaded, reactor)

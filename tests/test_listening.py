@@ -1,5 +1,6 @@
 """
-Stopping to listen without resetting a connection: what the kernel has
+Listening services: an endpoint that binds later is waited for, and
+stopping to listen does not reset a connection: what the kernel has
 queued is accepted first, then the socket refuses new connections at once.
 Real sockets on 127.0.0.1; the reactor is a L{MemoryReactorClock} that only
 records what would be watched, and nothing runs it.
@@ -12,9 +13,11 @@ import socket
 
 import pytest
 from twisted.internet import tcp
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 
 from backtracweb.process.server import ListeningService, accept_pending
 from backtracweb.process.shared import InheritedSocketService
@@ -30,6 +33,37 @@ class Recording(ServerFactory):
     def buildProtocol(self, addr):
         self.built += 1
         return super().buildProtocol(addr)
+
+
+class LaterEndpoint:
+    """An endpoint that binds when the test says (as a plugin's may)."""
+
+    def __init__(self) -> None:
+        self.listening: Deferred = Deferred()
+
+    def listen(self, factory) -> Deferred:
+        return self.listening
+
+
+def test_an_endpoint_that_binds_later_is_waited_for():
+    service = ListeningService("tcp:0:interface=127.0.0.1", Recording(), MemoryReactorClock())
+    service.endpoint = later = LaterEndpoint()
+    service.privilegedStartService()
+    assert service.port is None
+    bound = object()
+    later.listening.callback(bound)
+    assert service.port is bound
+
+
+def test_an_endpoint_that_fails_later_is_logged():
+    service = ListeningService("tcp:0:interface=127.0.0.1", Recording(), MemoryReactorClock())
+    service.endpoint = later = LaterEndpoint()
+    service.privilegedStartService()
+    with capturedLogs() as events:
+        later.listening.errback(CannotListenError("127.0.0.1", 80, OSError("no")))
+    assert [formatEvent(e) for e in events] == ["cannot listen on 127.0.0.1:0"]
+    assert events[0]["log_failure"].check(CannotListenError)
+    assert service.port is None
 
 
 @pytest.fixture
@@ -66,7 +100,7 @@ def test_stopping_accepts_what_is_queued_then_refuses_at_once(port):
     reactor turn later): none is left in the queue to be reset.
     """
     service = ListeningService("tcp:0:interface=127.0.0.1", Recording(), MemoryReactorClock())
-    service._waitingForPort = succeed(port)  # as if privilegedStartService had listened
+    service.port = port  # as if privilegedStartService had listened
     queued = connect(port)
     try:
         service.running = True

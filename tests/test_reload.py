@@ -28,8 +28,9 @@ from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
 from backtracweb.config.settings import load_config
-from backtracweb.process.service import BacktracService, _twistd_log_file
+from backtracweb.process.service import BacktracService
 from backtracweb.process.tree import build_service
+from backtracweb.twisted_internals import twistd_log_file
 
 APP_MODULE = "btw_reload_app"
 WAIT = 10.0
@@ -409,39 +410,6 @@ def twistd_rotate_handler(log_file: LogFile):
     return rotateLog
 
 
-class TestTwistdLogFile:
-    def test_found_in_closure(self, tmp_path):
-        """The log file is found in the closure of twistd's SIGUSR1 handler."""
-        log_file = LogFile.fromFullPath(str(tmp_path / "twistd.log"))
-        try:
-            assert _twistd_log_file(twistd_rotate_handler(log_file)) is log_file
-        finally:
-            log_file.close()
-
-    @pytest.mark.parametrize(
-        "handler",
-        [None, signal.SIG_DFL, signal.SIG_IGN, print, lambda s, f: None],
-        ids=["none", "default", "ignore", "builtin", "plain-function"],
-    )
-    def test_no_log_file(self, handler):
-        """With no such handler (C{-n}, C{--logfile -}), there is no log file."""
-        assert _twistd_log_file(handler) is None
-
-    def test_closure_without_log_file(self):
-        """A closure over other values, or over a cell not yet set, has no log file."""
-        value = "text"
-
-        def over_text(s, f):
-            return value
-
-        def over_empty(s, f):
-            return later  # noqa: F821 - bound after this function is made
-
-        assert _twistd_log_file(over_text) is None
-        assert _twistd_log_file(over_empty) is None
-        later = None  # noqa: F841
-
-
 class FakeLogFile:
     """Stands in for twistd's L{LogFile}: its path, and a record of its reopening."""
 
@@ -462,7 +430,7 @@ class TestReopenLogs:
         service, _, _ = build(site_dir)
         access = site_dir / "logs" / "access.log"
         log_file = LogFile.fromFullPath(str(site_dir / "logs" / "twistd.log"))
-        service._twistd_log = _twistd_log_file(twistd_rotate_handler(log_file))
+        service._twistd_log = twistd_log_file(twistd_rotate_handler(log_file))
         try:
             log_file.write("before\n")
             log_file.flush()

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 import twisted.internet
 from helpers import FakeReactor
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
@@ -420,7 +419,7 @@ class TestStart:
             assert APP_MODULE in sys.modules
             container = web.application.container
             assert isinstance(container, WSGIContainer)
-            assert container._application is sys.modules[APP_MODULE].application
+            assert container.application is sys.modules[APP_MODULE].application
             assert container._pool is pool
             assert container.in_flight == 0
             # Its responses cross to this reactor, a wake-up for what is queued.
@@ -727,12 +726,9 @@ class TestWebService:
             web.startService()
         stopped_listening = []
 
-        def spy(port):
-            port.stopListening = lambda: stopped_listening.append(port)
-            return port
-
         for listening in web:
-            listening._waitingForPort.addCallback(spy)
+            port = listening.port
+            port.stopListening = lambda port=port: stopped_listening.append(port)
         channels = [connect(web.site) for _ in range(2)]
         with capturedLogs() as events:
             results = result_of(web.stopService())
@@ -768,13 +764,6 @@ class TestWebService:
         assert web.site.connections == {channel}
         channel.connectionLost(Failure(ConnectionDone()))
         assert web.site.connections == set()
-
-    def test_is_endpoint_service(self, tmp_path, isolated_imports):
-        """The listening services report bind errors synchronously (for twistd to exit)."""
-        _, web = parts(build_service(site_config(tmp_path), ThreadingMemoryReactor()))
-        for listening in web:
-            assert isinstance(listening, StreamServerEndpointService)
-            assert listening._raiseSynchronously is True
 
 
 # -- the twistd plugin's options and service maker --------------------------------------

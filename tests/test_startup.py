@@ -1,13 +1,13 @@
 """
 Unit tests for L{backtracweb.process.startup}: what the terminal shows when twistd
 cannot start the daemon, through twistd's real C{UnixApplicationRunner}
-(a subclass of it, so the class itself is left as it is).  The private
-methods wrapped are checked here: these tests fail if Twisted changes them.
+(a subclass of it, so the class itself is left as it is).  That the
+private methods wrapped are still there is checked in
+tests/test_twisted_internals.py.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 import os
 import sys
@@ -44,19 +44,6 @@ def parent_prints(data: bytes, monkeypatch, logfile="/var/log/backtracweb.log") 
     finally:
         os.close(reader)
     return code, terminal.getvalue()
-
-
-def test_twisteds_methods_are_there():
-    """
-    The two private methods wrapped still exist, taking what they took
-    (Twisted's own, whether or not another test had them wrapped).
-    """
-    twisteds = inspect.unwrap(UnixApplicationRunner._formatChildException)
-    assert twisteds.__module__ == "twisted.scripts._twistd_unix"
-    assert list(inspect.signature(twisteds).parameters) == ["self", "exception"]
-    twisteds = inspect.unwrap(UnixApplicationRunner._waitForStart)
-    assert twisteds.__module__ == "twisted.scripts._twistd_unix"
-    assert list(inspect.signature(twisteds).parameters) == ["self", "readPipe"]
 
 
 def test_the_daemon_sends_the_message_alone():

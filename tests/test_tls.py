@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from certificates import self_signed_certificate
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
-from backtracweb.process.tls import (
-    RenewableContext, UnusableCertificate, context_factory, make_renewable,
-)
+from backtracweb.process.tls import RenewableContext, UnusableCertificate, make_renewable
+from backtracweb.twisted_internals import ssl_context_factory
 
 
 @pytest.fixture
@@ -31,18 +30,17 @@ def renew_with(tmp_path: Path, key: Path, cert: Path, name: str) -> None:
     cert.write_bytes(new_cert.read_bytes())
 
 
-def test_twisted_keeps_the_endpoints_context_where_we_read_it(files):
-    """The one private attribute this relies on: fails loudly if Twisted renames it."""
-    endpoint = serverFromString(MemoryReactor(), files[2])
-    assert isinstance(endpoint, SSL4ServerEndpoint)
-    assert context_factory(endpoint).getContext() is not None
-    renewable = make_renewable(endpoint, files[2], MemoryReactor())
-    assert context_factory(endpoint) is renewable
+def test_the_endpoint_listens_with_the_renewable_context(files):
+    reactor = MemoryReactor()
+    endpoint = serverFromString(reactor, files[2])
+    renewable = make_renewable(endpoint, files[2], reactor)
+    endpoint.listen(object())
+    assert reactor.sslServers[0][2] is renewable
 
 
 def test_unchanged_files_change_nothing(files):
     reactor = MemoryReactor()
-    renewable = RenewableContext(files[2], context_factory(serverFromString(reactor, files[2])),
+    renewable = RenewableContext(files[2], ssl_context_factory(serverFromString(reactor, files[2])),
                                  reactor)
     before = renewable.getContext()
     assert renewable.renew() is None
@@ -53,7 +51,7 @@ def test_renewed_files_serve_new_connections(files, tmp_path: Path):
     key, cert, description = files
     reactor = MemoryReactor()
     renewable = RenewableContext(description,
-                                 context_factory(serverFromString(reactor, description)), reactor)
+                                 ssl_context_factory(serverFromString(reactor, description)), reactor)
     before = renewable.getContext()
     renew_with(tmp_path, key, cert, "b")
     assert renewable.renew() == ("TLS on ssl:8443: new certificate and key loaded "
@@ -66,7 +64,7 @@ def test_files_that_cannot_serve_leave_the_old_context(files, tmp_path: Path, da
     key, cert, description = files
     reactor = MemoryReactor()
     renewable = RenewableContext(description,
-                                 context_factory(serverFromString(reactor, description)), reactor)
+                                 ssl_context_factory(serverFromString(reactor, description)), reactor)
     before = renewable.getContext()
     if damage == "half a certificate":
         cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n")

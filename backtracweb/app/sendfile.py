@@ -40,7 +40,7 @@ from typing import BinaryIO, Callable
 from twisted.logger import Logger
 
 from backtracweb.http.request import NO_CONTENT_CODES, Request
-from backtracweb.http.transport import is_plain_socket, unsent_bytes
+from backtracweb.twisted_internals import is_plain_socket, unsent_bytes
 
 SMALL_FILE = 64 * 1024
 """Parts up to this size are read whole and sent with the head, in one write."""

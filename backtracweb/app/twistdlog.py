@@ -26,6 +26,8 @@ from typing import Any, Callable
 from twisted.logger import FileLogObserver, Logger, LogLevel, formatTime, globalLogPublisher
 from twisted.python.compat import ioType
 
+from backtracweb.twisted_internals import observer_file, only_observer
+
 
 class TwistdLogLines:
     """
@@ -55,14 +57,12 @@ class TwistdLogLines:
         self._log.info("{line}", line=line, **self._extra)
 
     def _direct_writer(self) -> Callable[[str], None] | None:
-        # LogPublisher keeps its observers private, and FileLogObserver its
-        # file: Twisted offers no public way to write to twistd's log but an
-        # event.  Where either attribute is missing, lines are events.
-        observers = getattr(self._publisher, "_observers", None)
-        if not observers or len(observers) != 1 or not isinstance(observers[0], FileLogObserver):
+        # Twisted offers no public way to write to twistd's log but an
+        # event; where what we look for is missing, lines are events.
+        observer = only_observer(self._publisher)
+        if not isinstance(observer, FileLogObserver):
             return None
-        observer = observers[0]
-        out = getattr(observer, "_outFile", None)
+        out = observer_file(observer)
         if out is None:
             return None
         now = float(int(self._clock()))

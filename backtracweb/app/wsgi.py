@@ -2,7 +2,7 @@
 The WSGI container: runs the application in the thread pool and hands its
 response to the reactor.
 
-Twisted's own WSGI container blocks the worker thread on the
+Twisted's own WSGI container blocks the pool thread on the
 reactor for every chunk it writes (C{blockingCallFromThread}), then hops to
 the reactor once more to finish: at least three thread switches for the
 smallest response, each costing a GIL hand-off.  Here a response the
@@ -40,7 +40,7 @@ from backtracweb.http.request import Request
 _log = Logger(namespace="backtracweb.app.wsgi")
 
 SMALL_FILE = 64 * 1024
-"""Wrapped files up to this size are read by the worker and sent at once."""
+"""Wrapped files up to this size are read by the pool thread and sent at once."""
 
 # Chunks of a streaming response that may wait for the reactor at once.
 _IN_FLIGHT = 4
@@ -102,13 +102,14 @@ class WSGIContainer:
     def __init__(self, reactor, pool, application: Callable, multiprocess: bool = False) -> None:
         self._reactor = reactor
         self._pool = pool
-        self._application = application
+        self.application = application
+        """The WSGI application."""
         self.multiprocess = multiprocess
         """C{wsgi.multiprocess}: whether other processes serve the same site."""
         self.running: dict[int, tuple[float, Request]] = {}
         """The requests the application is running: (start, request) by thread id."""
         self._started = 0  # counted on the reactor thread
-        self._done = 0  # counted by the workers, under the lock
+        self._done = 0  # counted by the pool threads, under the lock
         self._done_lock = threading.Lock()
 
     @property
@@ -116,7 +117,8 @@ class WSGIContainer:
         """Requests handed to the pool and not yet done: running or waiting."""
         return self._started - self._done
 
-    def _request_done(self) -> None:
+    def request_done(self) -> None:
+        """A request handed to the pool is done (called by the thread that ran it)."""
         with self._done_lock:
             self._done += 1
 
@@ -127,7 +129,7 @@ class WSGIContainer:
 
 def make_environ(request: Request, multiprocess: bool = False) -> dict[str, Any]:
     """
-    The WSGI environ for a request.  Called in the worker thread: the
+    The WSGI environ for a request.  Called in the pool thread: the
     reactor no longer changes what is read here.
     """
     path = request.path
@@ -197,7 +199,7 @@ def _cgi_name(name: bytes) -> str:
 class _Response:
     """
     One request's trip through the application.  Everything prefixed
-    C{_in_reactor} runs on the reactor thread; the rest in the worker.
+    C{_in_reactor} runs on the reactor thread; the rest in the pool thread.
     """
 
     def __init__(self, reactor, container: WSGIContainer, request: Request) -> None:
@@ -206,9 +208,9 @@ class _Response:
         self.request = request
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
-        self._headers_sent = False  # worker-side: the headers have been handed over
+        self._headers_sent = False  # pool-thread side: the headers have been handed over
         self._gone = False  # the client went away, or the response was cut
-        # Flow control for streaming responses, made by the worker before
+        # Flow control for streaming responses, made by the pool thread before
         # its first chunk: most responses are sent in one trip and never
         # need them (two locks and a condition each, per request).
         self._writable: threading.Event | None = None
@@ -219,12 +221,12 @@ class _Response:
         """No more of the response is wanted: the client left, or it failed."""
         self._gone = True
         if self._writable is not None:
-            self._writable.set()  # a paused worker must notice
+            self._writable.set()  # a paused pool thread must notice
 
     def start(self, pool) -> None:
         pool.callInThread(self.run)
 
-    # -- the worker thread ------------------------------------------------------
+    # -- the pool thread ---------------------------------------------------------
 
     def start_response(self, status: str, headers: list, exc_info=None):
         """The WSGI C{start_response} callable."""
@@ -262,13 +264,13 @@ class _Response:
     def run(self) -> None:
         container = self._container
         if self._gone:  # the client left while the request waited for a thread
-            container._request_done()
+            container.request_done()
             return
         result = None
         me = threading.get_ident()
         container.running[me] = (time.monotonic(), self.request)
         try:
-            result = container._application(
+            result = container.application(
                 make_environ(self.request, container.multiprocess), self.start_response)
             if isinstance(result, FileWrapper) and self._send_file(result):
                 return
@@ -297,7 +299,7 @@ class _Response:
                 except Exception:
                     _log.failure("WSGI application error while closing the response")
             del container.running[me]
-            container._request_done()
+            container.request_done()
 
     def _send(self, data: bytes, finish: bool) -> None:
         """Hand data (and the headers, the first time) to the reactor."""
@@ -415,7 +417,7 @@ class _Response:
             request.response_headers = [(b"Content-Type", b"text/plain")]
             request.respond(_SERVER_ERROR)
 
-    # IPushProducer: the transport's flow control, relayed to the worker.
+    # IPushProducer: the transport's flow control, relayed to the pool thread.
 
     def pauseProducing(self) -> None:
         self._writable.clear()

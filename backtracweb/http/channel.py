@@ -40,7 +40,7 @@ from backtracweb.http import head
 from backtracweb.http.body import BodyBuffer, StreamingInput
 from backtracweb.http.errors import Refused
 from backtracweb.http.request import REASONS, Request
-from backtracweb.http.transport import (
+from backtracweb.twisted_internals import (
     is_plain_socket, resume_when_writable, unsent_bytes, write_through,
 )
 

@@ -10,14 +10,14 @@ import socket
 import time
 from typing import Iterable
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from backtracweb.app.application import Application
 from backtracweb.app.repeat import Repeating
@@ -30,11 +30,14 @@ from backtracweb.process.tls import make_renewable
 _log = Logger(namespace="backtracweb.process.server")
 
 
-class ListeningService(StreamServerEndpointService):
+class ListeningService(Service):
     """
     Listens on one endpoint, binding in C{privilegedStartService} (before
     twistd drops privileges) and turning a bind failure into a
-    L{StartupError} that names the address.
+    L{StartupError} that names the address, which twistd reports before
+    exiting.
+
+    @ivar port: the listening port, once bound.
     """
 
     def __init__(self, description: str, factory: IProtocolFactory, reactor) -> None:
@@ -48,23 +51,45 @@ class ListeningService(StreamServerEndpointService):
                 "(LISTEN_FDS is unset or too small); start the daemon through its .socket "
                 "unit, or listen on a port"
             ) from None
-        super().__init__(endpoint, factory)
-        self._raiseSynchronously = True  # so twistd reports bind errors and exits
+        self.endpoint = endpoint
+        self.factory = factory
         self.description = description
+        self.port: IListeningPort | None = None
         self.tls = (make_renewable(endpoint, description, reactor)
                     if description.startswith("ssl:") else None)
 
     def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            error = e.socketError
-            reason = getattr(error, "strerror", None) or str(error or e)
+        super().privilegedStartService()
+        failed: list[Failure] = []
+        binding = True
+
+        def settle(result: object) -> None:
+            if not isinstance(result, Failure):
+                self.port = result
+            elif binding:
+                failed.append(result)
+            else:  # an endpoint that binds later (a plugin's) failed then
+                _log.failure("cannot listen on {address}", result,
+                             address=readable_endpoint(self.description))
+
+        # Endpoints that bind (tcp:, unix:, ssl:, systemd:) have done so by
+        # the time listen returns: an error is raised now, for twistd to exit.
+        self.endpoint.listen(self.factory).addBoth(settle)
+        binding = False
+        if failed:
+            if not failed[0].check(CannotListenError):
+                failed[0].raiseException()
+            error = failed[0].value.socketError
+            reason = getattr(error, "strerror", None) or str(error or failed[0].value)
             message = f"cannot listen on {readable_endpoint(self.description)}: {reason}"
             raise fatal(StartupError(message)) from None
 
+    def startService(self) -> None:
+        super().startService()
+        if self.port is None:
+            self.privilegedStartService()
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[None] | None:
         """
         Stop listening without resetting a connection: those the kernel
         has queued are accepted (and drained like the others), and the
@@ -72,18 +97,17 @@ class ListeningService(StreamServerEndpointService):
         would reset whatever queued in between, a request a proxy could
         not safely send elsewhere if it was a POST.
         """
-        def close(port):
-            if not isinstance(port, tcp.Port):  # (unix ports are tcp.Ports too)
-                return port
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        if isinstance(port, tcp.Port):  # (unix ports are tcp.Ports too)
             accept_pending(port)
             try:
                 port.socket.shutdown(socket.SHUT_RD)
             except OSError:  # not a socket the kernel lets us shut down: closing will do
                 pass
-            return port
-
-        self._waitingForPort.addCallback(close)
-        return super().stopService()
+        return port.stopListening()
 
 
 def accept_pending(port) -> int:

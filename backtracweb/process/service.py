@@ -34,6 +34,7 @@ from backtracweb.errors import ConfigError
 from backtracweb.process.cpu import set_scheduling
 from backtracweb.process.server import WebService
 from backtracweb.process.tls import UnusableCertificate
+from backtracweb.twisted_internals import twistd_log_file
 
 
 class DaemonService(MultiService):
@@ -81,7 +82,7 @@ class DaemonService(MultiService):
             signal.SIGTTOU: self.remove_worker,
         }
         if signal.SIGUSR1 in signums:
-            self._twistd_log = _twistd_log_file(signal.getsignal(signal.SIGUSR1))
+            self._twistd_log = twistd_log_file(signal.getsignal(signal.SIGUSR1))
             if self._twistd_log is not None:
                 # Its mode now (0644 under the admin's umask), for a new file
                 # after logrotate: the daemon's umask would make it 0600.
@@ -358,22 +359,3 @@ def _differences(old: Config, new: Config):
     for prefix in sorted(old_static.keys() | new_static.keys()):
         if old_static.get(prefix) != new_static.get(prefix):
             yield "static", prefix, old_static.get(prefix), new_static.get(prefix)
-
-
-def _twistd_log_file(handler: object) -> BaseLogFile | None:
-    """
-    The log file twistd writes to, found in its SIGUSR1 handler.
-
-    twistd keeps its L{LogFile} to itself and, on SIGUSR1, I{rotates} it by
-    renaming, which fights logrotate; the file object is only reachable
-    through the closure of that handler, so we look there and reopen it
-    instead.  With C{-n} or C{--logfile -} there is no such handler.
-    """
-    for cell in getattr(handler, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:
-            continue
-        if isinstance(value, BaseLogFile):
-            return value
-    return None

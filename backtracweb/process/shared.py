@@ -19,7 +19,6 @@ import os
 import socket
 from typing import Callable
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
@@ -30,7 +29,10 @@ from backtracweb.app.website import BacktracSite
 from backtracweb.config.spec import endpoint_files, with_endpoint_files
 from backtracweb.errors import StartupError
 from backtracweb.process.server import ListeningService, accept_pending
-from backtracweb.process.tls import RenewableContext, context_factory
+from backtracweb.process.tls import RenewableContext
+from backtracweb.twisted_internals import (
+    adopt_listening_port, keep_listening_elsewhere, ssl_context_factory,
+)
 
 
 class SharedSocketService(ListeningService):
@@ -44,14 +46,8 @@ class SharedSocketService(ListeningService):
         factory = ServerFactory()
         factory.noisy = False  # it never starts a protocol: nothing to say
         super().__init__(description, factory, reactor)
-        self.port = None
         self.files: dict[str, int] = {}
         """The files the endpoint reads, by parameter name: memfds to hand on."""
-
-    def stopService(self) -> Deferred[None]:
-        # Close our copy only: the workers accept what is queued, and the
-        # socket stays open until the last of them closes theirs.
-        return StreamServerEndpointService.stopService(self)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -59,19 +55,18 @@ class SharedSocketService(ListeningService):
         # an ssl: endpoint reads its key when parsed: a key only root may
         # read is read now, and the workers get copies (see worker_endpoint).
         self.files = copy_endpoint_files(self.description)
+        # Nothing has been accepted yet: the reactor is not running.  The
+        # workers accept on the socket while they drain: closing our copy
+        # must not shut it down.
+        self.port.stopReading()
+        keep_listening_elsewhere(self.port)
 
-        def keep(port):
-            # Nothing has been accepted yet: the reactor is not running.
-            port.stopReading()
-            # Twisted shuts down a socket it made itself as it closes it,
-            # and a shut-down listening socket stops listening in every
-            # process sharing it: the workers could no longer accept what is
-            # queued as they drain.  Closing our descriptor is enough.
-            port._shouldShutdown = False
-            self.port = port
-            return port
-
-        self._waitingForPort.addCallback(keep)
+    def stopService(self) -> Deferred[None] | None:
+        # Close our copy only: the workers accept what is queued, and the
+        # socket stays open until the last of them closes theirs.
+        Service.stopService(self)
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
 
     def fileno(self) -> int:
         """The listening socket, for the workers to inherit."""
@@ -141,7 +136,8 @@ class InheritedSocketService(Service):
             from twisted.protocols.tls import TLSMemoryBIOFactory  # needs pyOpenSSL
 
             endpoint = serverFromString(self._reactor, self.description)
-            self.tls = RenewableContext(self.configured, context_factory(endpoint), self._reactor)
+            self.tls = RenewableContext(self.configured, ssl_context_factory(endpoint),
+                                        self._reactor)
             factory = TLSMemoryBIOFactory(self.tls, False, self._site)
             for path in endpoint_files(self.description).values():
                 if path.startswith(_OWN_FD):  # read: the copy is not needed any more
@@ -296,10 +292,8 @@ class _SharedUNIXPort(_TakeTurnsAccepting, unix.Port):
 
 def _adopt(reactor, fd: int, family: int, factory, seat: Seat | None = None) -> tcp.Port:
     """C{reactor.adoptStreamPort}, with ports that take turns accepting."""
-    if family == socket.AF_UNIX:
-        port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-    else:
-        port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port_class = _SharedUNIXPort if family == socket.AF_UNIX else _SharedTCPPort
+    port = adopt_listening_port(port_class, reactor, fd, family, factory)
     port.seat = seat
     port.startListening()
     return port

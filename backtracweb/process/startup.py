@@ -18,17 +18,17 @@ Two moments, two ways out:
 
 The daemon side and the parent side are two private methods of twistd's
 C{UnixApplicationRunner}, replaced before the fork so both processes have
-them; C{tests/test_startup.py} fails if Twisted changes them.
+them (L{backtracweb.twisted_internals.report_through_status_pipe}).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import NoReturn
 
 from backtracweb.errors import CANNOT_START, StartupError
+from backtracweb.twisted_internals import report_through_status_pipe
 
 PROGRAM = "twistd backtracweb"
 """How the terminal names the command, as the README shows it."""
@@ -80,41 +80,12 @@ def report_daemon_failures(runner_class) -> None:
     as words: the daemon sends the message alone (L{status_message}), the
     parent prints it and names the log file (L{parent_report}).
 
-    C{runner_class} is twistd's C{UnixApplicationRunner}: its private
-    C{_formatChildException} (the daemon's side) and C{_waitForStart} (the
-    parent's) are wrapped; anything but a L{StartupError} gets twistd's own.
+    C{runner_class} is twistd's C{UnixApplicationRunner}; anything but a
+    L{StartupError} gets twistd's own report.
     """
-    if getattr(runner_class, "_backtracweb_reports", False):
-        return
-    format_child_exception = runner_class._formatChildException
-    wait_for_start = runner_class._waitForStart
-
-    @functools.wraps(format_child_exception)
-    def _formatChildException(self, exception):
-        return status_message(exception) or format_child_exception(self, exception)
-
-    @functools.wraps(wait_for_start)
-    def _waitForStart(self, readPipe):
-        data = os.read(readPipe, PIPE_BYTES)
-        if data == b"0":
-            return 0
-        report = parent_report(data, self.config.get("logfile"))
-        if report is None:
-            # Not ours: twistd's own report, from the bytes it would have read.
-            reader, writer = os.pipe()
-            os.write(writer, data)
-            os.close(writer)
-            try:
-                return wait_for_start(self, reader)
-            finally:
-                os.close(reader)
-        sys.__stderr__.write(report)
-        sys.__stderr__.flush()
-        return 1
-
-    runner_class._formatChildException = _formatChildException
-    runner_class._waitForStart = _waitForStart
-    runner_class._backtracweb_reports = True
+    report_through_status_pipe(
+        runner_class, status_message,
+        lambda data, config: parent_report(data, config.get("logfile")), PIPE_BYTES)
 
 
 def report_startup_errors() -> None:

@@ -16,6 +16,7 @@ import hashlib
 from twisted.internet.endpoints import serverFromString
 
 from backtracweb.config.spec import endpoint_files
+from backtracweb.twisted_internals import ssl_context_factory, use_ssl_context_factory
 
 
 class UnusableCertificate(Exception):
@@ -64,7 +65,7 @@ class RenewableContext:
         if files is not None and files == self._files:
             return None
         try:
-            options = context_factory(serverFromString(self._reactor, self.description))
+            options = ssl_context_factory(serverFromString(self._reactor, self.description))
             options.getContext()  # builds it: a key that does not match fails here
         except Exception as e:  # OSError, OpenSSL's errors, a bad PEM: all kept out
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
@@ -76,18 +77,8 @@ class RenewableContext:
         return f"TLS on {address}: new certificate and key loaded for new connections"
 
 
-def context_factory(endpoint):
-    """
-    The TLS context factory an C{ssl:} endpoint built from its files.
-
-    Twisted keeps it as a private attribute of L{SSL4ServerEndpoint} with
-    no public way to reach it; it is read only here (and tested).
-    """
-    return endpoint._sslContextFactory
-
-
 def make_renewable(endpoint, description: str, reactor) -> RenewableContext:
     """Have the C{ssl:} C{endpoint} listen with a L{RenewableContext}; return it."""
-    renewable = RenewableContext(description, context_factory(endpoint), reactor)
-    endpoint._sslContextFactory = renewable
+    renewable = RenewableContext(description, ssl_context_factory(endpoint), reactor)
+    use_ssl_context_factory(endpoint, renewable)
     return renewable
