@@ -17,7 +17,7 @@ import sys
 from typing import Sequence, TextIO
 
 from backtracweb import version_line
-from backtracweb.config.apps import load_application
+from backtracweb.config.apps import describe_application, interface_of, load_application
 from backtracweb.config.settings import Config, load_config, summary
 from backtracweb.config.spec import readable_endpoint, tcp_address
 from backtracweb.errors import AppLoadError, ConfigError
@@ -33,7 +33,8 @@ def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> in
         return 1
     print(version_line(), file=out)
     print(summary(config, with_sources=show_sources), file=out)
-    print(f"application: {_describe(application)} imported", file=out)
+    print(f"application: {describe_application(application)} imported "
+          f"({interface_of(application).upper()})", file=out)
     for warning in listen_warnings(config) + env_file_warnings(config) + \
             single_process_warnings(config):
         print(f"warning: {warning}", file=out)
@@ -49,8 +50,10 @@ def single_process_warnings(config: Config) -> list[str]:
     """Settings made in the file for worker processes, when there is one process."""
     if config["server"]["workers"] > 1:
         return []
+    # An ASGI application's lifespan startup has start_timeout too.
+    asgi = ("start_timeout",) if config.app["interface"] == "asgi" else ()
     return [f"[server] {key} is set but applies only with workers = 2 or more"
-            for key in WORKER_ONLY if ("server", key) in config.sources]
+            for key in WORKER_ONLY if ("server", key) in config.sources and key not in asgi]
 
 
 def env_file_warnings(config: Config) -> list[str]:
@@ -93,12 +96,6 @@ def listen_warnings(config: Config) -> list[str]:
                                     "until the process holding it (this server, if it runs) "
                                     "lets it go")
     return warnings
-
-
-def _describe(application: object) -> str:
-    name = getattr(application, "__qualname__", type(application).__qualname__)
-    module = getattr(application, "__module__", type(application).__module__)
-    return f"{module}.{name}"
 
 
 def parser() -> argparse.ArgumentParser:

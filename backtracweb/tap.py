@@ -15,6 +15,7 @@ from twisted.python import usage
 from backtracweb import version_line
 from backtracweb.config.settings import load_config
 from backtracweb.errors import ConfigError, StartupError
+from backtracweb.process.eventloop import ReactorMismatch, install_asyncio_reactor
 from backtracweb.process.startup import exit_with, report_daemon_failures, report_startup_errors
 
 EXIT_CONFIG = 1
@@ -54,6 +55,12 @@ class Options(usage.Options):
             self.loaded = load_config(path)
         except ConfigError as e:
             exit_with(str(e), EXIT_CONFIG)
+        if self.loaded.app["interface"] == "asgi":
+            # Now, before anything imports the reactor (which installs the default one).
+            try:
+                install_asyncio_reactor()
+            except ReactorMismatch as e:
+                exit_with(f"{self.loaded.path}: {e}", EXIT_CONFIG)
 
 
 def makeService(options: Options) -> IService:

@@ -150,10 +150,10 @@ class Recorder:
         request.respond(b"ok:" + request.target)
 
 
-def make_site(root=None, reactor=None, **settings) -> BacktracSite:
+def make_site(root=None, reactor=None, streams_bodies: bool = True, **settings) -> BacktracSite:
     """A site serving C{root} (a fresh L{Recorder}), its settings L{site_settings}(**settings)."""
     return BacktracSite(root if root is not None else Recorder(), site_settings(**settings),
-                        reactor if reactor is not None else FakeReactor())
+                        reactor if reactor is not None else FakeReactor(), streams_bodies)
 
 
 class Client:

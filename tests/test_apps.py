@@ -23,7 +23,7 @@ import pytest
 from backtracweb.config import apps
 from backtracweb.config.apps import (
     BUILTIN_LOADERS, ENTRY_POINT_GROUP, app_loader, available_loaders, django_loader, find_module,
-    load_application, loader_settings, wsgi_loader,
+    interface_of, load_application, loader_settings, wsgi_loader,
 )
 from backtracweb.config.spec import REQUIRED, Setting, python_module, word
 from backtracweb.errors import AppLoadError, StartupError
@@ -235,7 +235,7 @@ class TestLoadApplication:
 
     @pytest.mark.parametrize("module, setting, error", [
         ("application = 42\n", "btw_site:application",
-         "int object is not callable, so it is not a WSGI application"),
+         "int object is not callable, so it is not an application"),
         ("app = lambda environ, start: []\n", "btw_site:ap", "module btw_site has no attribute 'ap'"),
         # A bare module name means its attribute application.
         ("app = lambda environ, start: []\n", "btw_site",
@@ -322,7 +322,7 @@ class TestLoadApplication:
         with pytest.raises(AppLoadError) as caught:
             load_application(lambda app: "not an app", {"loader": "custom", "pythonpath": ()})
         assert str(caught.value) == (
-            "[app] loader = custom returned str, which is not a WSGI application"
+            "[app] loader = custom returned str, which is not an application"
         )
 
     def test_loader_app_load_error_passes_through(self):
@@ -490,6 +490,82 @@ class TestDjangoLoader:
 
 
 # -- the registry -----------------------------------------------------------------
+
+
+# -- the interface: WSGI or ASGI ------------------------------------------------------------
+
+
+async def asgi_function(scope, receive, send):
+    """An ASGI 3 application."""
+
+
+class ASGIObject:
+    async def __call__(self, scope, receive, send):
+        """An ASGI 3 application as an object (Django's, Starlette's, Channels')."""
+
+
+class ASGI2Class:
+    """An ASGI 2 application: instantiated with the scope."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        pass
+
+
+def wsgi_function(environ, start_response):
+    """A WSGI application."""
+
+
+class WSGIObject:
+    def __call__(self, environ, start_response):
+        """A WSGI application as an object."""
+
+
+@pytest.mark.parametrize("application, interface", [
+    (asgi_function, "asgi"), (ASGIObject(), "asgi"), (ASGI2Class, "wsgi"),
+    (wsgi_function, "wsgi"), (WSGIObject(), "wsgi"),
+])
+def test_the_interface_of_an_application(application, interface):
+    assert interface_of(application) == interface
+
+
+class TestInterfaceMismatch:
+    def test_an_asgi_application_under_wsgi(self, pythonpath):
+        write(pythonpath / "btw_asgi.py", "async def application(scope, receive, send):\n    pass\n")
+        with pytest.raises(AppLoadError) as caught:
+            load_application(wsgi_loader, {**wsgi_app(pythonpath, "btw_asgi"), "interface": "wsgi"})
+        assert str(caught.value) == (
+            "[app] interface = wsgi, but the application btw_asgi.application is an ASGI "
+            "application (an async callable): set [app] interface = asgi to serve it")
+
+    def test_a_wsgi_application_under_asgi(self, pythonpath):
+        write(pythonpath / "btw_wsgi.py", "def application(environ, start_response):\n    pass\n")
+        with pytest.raises(AppLoadError) as caught:
+            load_application(wsgi_loader, {**wsgi_app(pythonpath, "btw_wsgi"), "interface": "asgi"})
+        assert str(caught.value) == (
+            "[app] interface = asgi, but the application btw_wsgi.application is not an ASGI 3 "
+            "application (an async callable taking scope, receive and send); it looks like "
+            "WSGI: set [app] interface = wsgi, or name its ASGI counterpart")
+
+    def test_each_under_its_own(self, pythonpath):
+        write(pythonpath / "btw_both.py", "async def asgi(scope, receive, send):\n    pass\n"
+                                          "def wsgi(environ, start_response):\n    pass\n")
+        for interface in ("wsgi", "asgi"):
+            app = {**wsgi_app(pythonpath, f"btw_both:{interface}"), "interface": interface}
+            assert load_application(wsgi_loader, app).__name__ == interface
+
+    def test_django_gives_its_asgi_handler(self, monkeypatch):
+        """With interface = asgi, the django loader asks Django for its ASGI handler."""
+        import django.core.asgi
+
+        handler = ASGIObject()
+        monkeypatch.setattr(django.core.asgi, "get_asgi_application", lambda: handler)
+        monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "someone_else.settings")
+        app = {"loader": "django", "pythonpath": (), "interface": "asgi",
+               "DJANGO_SETTINGS_MODULE": "btw.settings"}
+        assert load_application(django_loader, app) is handler
 
 
 def fake_distribution(directory: Path, name: str, entry_points: str) -> None:

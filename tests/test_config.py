@@ -221,7 +221,7 @@ def test_keys_of_another_loader_are_unknown(site):
     lines = problems(site, "[app]\nloader = wsgi\napplication = json:dumps\n"
                            "DJANGO_SETTINGS_MODULE = mysite.settings\n")
     assert lines == ["FILE: [app] DJANGO_SETTINGS_MODULE is not a known key with loader = wsgi; "
-                     "known keys: loader, pythonpath, env_file, application"]
+                     "known keys: loader, interface, pythonpath, env_file, application"]
 
 
 def test_every_problem_is_reported_at_once(site):
@@ -367,7 +367,8 @@ def test_configspec_is_generated_from_the_declarations():
         "[app]",
         "loader = word(default='django')",
     ]
-    assert spec[20:23] == ["pythonpath = directory_list(default=list())",
+    assert spec[20:24] == ["interface = option('wsgi', 'asgi', default='wsgi')",
+                           "pythonpath = directory_list(default=list())",
                            "env_file = env_file(default='off')", "extra = integer(min=1)"]
     assert "status_path" not in spec
     assert "allow = network_list(default=list('127.0.0.1', '::1'))" in spec
@@ -424,7 +425,7 @@ def test_what_needs_a_restart_is_declared_with_the_setting():
 
     assert RESTART_KEYS == {("server", key) for key in (
         "port", "interface", "listen", "workers", "cpu_affinity", "cpu_scheduling")} | {
-        ("app", "env_file")}
+        ("app", "env_file"), ("app", "interface")}
     listen = next(s for s in SECTIONS["server"] if s.key == "listen")
     assert listen.meaning.endswith("for socket activation. Needs a restart.")
     graceful = next(s for s in SECTIONS["server"] if s.key == "graceful_timeout")

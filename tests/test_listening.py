@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
-from backtracweb.process.server import ListeningService, accept_pending
+from backtracweb.process.server import ListeningService, WebService, accept_pending
 from backtracweb.process.shared import InheritedSocketService
 
 
@@ -136,3 +136,42 @@ def test_a_worker_stopping_accepts_what_is_queued_then_lets_go_at_once():
             socket.create_connection(address, timeout=5)
     finally:
         queued.close()
+
+
+class PausablePort:
+    """A listening port that records whether it reads (accepts)."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+class StartingApplication:
+    """An application whose start (an ASGI lifespan startup) is over when the test says."""
+
+    def __init__(self) -> None:
+        self.started: Deferred = Deferred()
+        self.running = {}
+
+    def start(self) -> Deferred:
+        return self.started
+
+
+def test_no_connection_is_accepted_until_the_application_has_started():
+    listening = ListeningService("tcp:0:interface=127.0.0.1", Recording(), MemoryReactorClock())
+    listening.port = port = PausablePort()
+    listening.privilegedStartService = lambda: None  # bound already
+    application = StartingApplication()
+    web = WebService([listening], site=None, application=application,
+                     reactor=MemoryReactorClock())
+    with capturedLogs():
+        web.startService()
+        assert not port.reading and not web.running
+        application.started.callback(None)
+    assert port.reading and web.running and listening.running
+    web._slow_requests.stop()

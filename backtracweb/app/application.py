@@ -1,16 +1,21 @@
 """
 The site's application: known from the configuration when the service
 tree is built, imported only when the server starts, after twistd forks
-(importing it may start threads, which the fork would lose).
+(importing it may start threads, which the fork would lose).  A WSGI
+application runs in the thread pool, an ASGI one on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
+from twisted.internet.defer import Deferred, succeed
+
+from backtracweb.app.asgi import ASGIContainer, Lifespan
 from backtracweb.app.pool import ReactorCalls, ThreadPool
 from backtracweb.app.wsgi import WSGIContainer
-from backtracweb.config.apps import WSGIApplication
+from backtracweb.config.apps import Application as AnyApplication
 from backtracweb.http.request import Request
 
 _NOT_READY = b"The application is not loaded yet.\n"
@@ -18,29 +23,61 @@ _NOT_READY = b"The application is not loaded yet.\n"
 
 class Application:
     """
-    Serves requests with the WSGI application C{load} imports, run in
-    C{pool}, once L{start} has imported it; until then every request is
-    answered 503.
+    Serves requests with the application C{load} imports, once L{start}
+    has imported it (and, for ASGI, run its lifespan startup); until then
+    every request is answered 503.  A WSGI application runs in C{pool}; an
+    ASGI one (C{interface = "asgi"}) on the event loop of Twisted's asyncio
+    reactor.
 
-    @ivar container: the L{WSGIContainer} serving it, once started.
+    @ivar container: the L{WSGIContainer} or L{ASGIContainer} serving it,
+        once started.
     """
 
-    def __init__(self, load: Callable[[], WSGIApplication], pool: ThreadPool, reactor,
-                 multiprocess: bool = False) -> None:
+    def __init__(self, load: Callable[[], AnyApplication], pool: ThreadPool, reactor,
+                 multiprocess: bool = False, interface: str = "wsgi",
+                 start_timeout: float = 60.0) -> None:
         self._load = load
         self._pool = pool
         self._reactor = reactor
         self._multiprocess = multiprocess
-        self.container: WSGIContainer | None = None
+        self.interface = interface
+        self._start_timeout = start_timeout
+        self._lifespan: Lifespan | None = None
+        self.container: WSGIContainer | ASGIContainer | None = None
 
-    def start(self) -> None:
+    def start(self) -> Deferred[None]:
         """
-        Import the application.
+        Import the application and, for ASGI, run its lifespan startup;
+        fires once it may serve.  It has fired on return unless the event
+        loop is already running (in a worker process).
 
-        @raise backtracweb.errors.StartupError: it cannot be imported.
+        @raise backtracweb.errors.StartupError: it cannot be imported, or
+            its startup failed while the loop was not running.
         """
-        self.container = WSGIContainer(ReactorCalls(self._reactor), self._pool, self._load(),
-                                       self._multiprocess)
+        application = self._load()
+        if self.interface == "wsgi":
+            self.container = WSGIContainer(ReactorCalls(self._reactor), self._pool, application,
+                                           self._multiprocess)
+            return succeed(None)
+        # The loop of the asyncio reactor twistd backtracweb installed.
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        self._lifespan = lifespan = Lifespan(application, loop)
+
+        def started(_: object) -> None:
+            self.container = ASGIContainer(application, loop, lifespan.state)
+
+        return lifespan.startup(self._start_timeout).addCallback(started)
+
+    def stop(self, timeout: float) -> Deferred[None]:
+        """
+        Once the connections are closed: let an ASGI application's requests
+        end, then run its lifespan shutdown; fires when it is over.
+        """
+        lifespan, container = self._lifespan, self.container
+        if lifespan is None:
+            return succeed(None)
+        ended = container.wind_down() if isinstance(container, ASGIContainer) else succeed(None)
+        return ended.addCallback(lambda _: lifespan.shutdown(timeout))
 
     @property
     def in_flight(self) -> int:

@@ -90,10 +90,16 @@ class BacktracSite(ServerFactory):
     connections_changed: Callable[[int], None] | None = None
     """Told the number of open connections whenever it changes (by a worker)."""
 
-    def __init__(self, resource, settings: SiteSettings, reactor) -> None:
+    def __init__(self, resource, settings: SiteSettings, reactor,
+                 streams_bodies: bool = True) -> None:
         self.resource = resource
         self.settings = settings
         self.reactor = reactor
+        self.streams_bodies = streams_bodies
+        """
+        Whether a request asking for C{100 Continue} is handed over before
+        its body (for a WSGI application, which reads it from a thread).
+        """
         self.connections: set[HTTPChannel] = set()
         self.stats = Stats()
         self.draining = False

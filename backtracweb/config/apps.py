@@ -1,8 +1,9 @@
 """
-App loaders: how the C{[app]} section becomes a WSGI application.
+App loaders: how the C{[app]} section becomes a WSGI or ASGI application.
 
 A loader is a callable that takes the validated C{[app]} section (a
-mapping) and returns a WSGI application.  It carries a C{settings}
+mapping) and returns the application: a WSGI callable, or an ASGI 3 one
+when C{[app] interface = asgi}.  It carries a C{settings}
 attribute: the L{Setting}s it accepts in C{[app]} besides the common
 C{loader} and C{pythonpath}, so they are validated like every other key.
 The decorator L{app_loader} attaches them.
@@ -30,8 +31,13 @@ from backtracweb.errors import AppLoadError
 
 ENTRY_POINT_GROUP = "backtracweb.loaders"
 
+INTERFACES = ("wsgi", "asgi")
+"""What C{[app] interface} may say: how the server calls the application."""
+
 WSGIApplication = Callable[..., Iterable[bytes]]
-AppLoader = Callable[[Mapping[str, Any]], WSGIApplication]
+Application = Callable[..., Any]
+"""A WSGI or an ASGI application."""
+AppLoader = Callable[[Mapping[str, Any]], Application]
 
 
 def app_loader(*settings: Setting) -> Callable[[AppLoader], AppLoader]:
@@ -54,14 +60,19 @@ def app_loader(*settings: Setting) -> Callable[[AppLoader], AppLoader]:
         "The Django settings module, importable from pythonpath.",
     )
 )
-def django_loader(app: Mapping[str, Any]) -> WSGIApplication:
+def django_loader(app: Mapping[str, Any]) -> Application:
     """
-    Load a Django project through Django's own WSGI handler.
+    Load a Django project through Django's own WSGI handler, or its ASGI
+    handler with C{[app] interface = asgi}.
 
     The settings module named in the file wins over any
     C{DJANGO_SETTINGS_MODULE} in the environment: the file is the contract.
     """
     os.environ["DJANGO_SETTINGS_MODULE"] = app["DJANGO_SETTINGS_MODULE"]
+    if app.get("interface") == "asgi":
+        from django.core.asgi import get_asgi_application
+
+        return get_asgi_application()
     from django.core.wsgi import get_wsgi_application
 
     return get_wsgi_application()
@@ -72,11 +83,12 @@ def django_loader(app: Mapping[str, Any]) -> WSGIApplication:
         "application",
         python_object(),
         REQUIRED,
-        "The WSGI callable to serve, importable from pythonpath.",
+        "The WSGI (or, with interface = asgi, ASGI) callable to serve, importable from "
+        "pythonpath.",
     )
 )
-def wsgi_loader(app: Mapping[str, Any]) -> WSGIApplication:
-    """Import any WSGI callable named as C{module:attribute}."""
+def wsgi_loader(app: Mapping[str, Any]) -> Application:
+    """Import any WSGI or ASGI callable named as C{module:attribute}."""
     module_name, _, attribute = app["application"].partition(":")
     target: Any = importlib.import_module(module_name)
     for name in (attribute or "application").split("."):
@@ -90,7 +102,7 @@ def wsgi_loader(app: Mapping[str, Any]) -> WSGIApplication:
     if not callable(target):
         raise AppLoadError(
             f"[app] application = {app['application']!r}: "
-            f"{type(target).__name__} object is not callable, so it is not a WSGI application"
+            f"{type(target).__name__} object is not callable, so it is not an application"
         )
     return target
 
@@ -154,14 +166,15 @@ def find_module(name: str, pythonpath: Iterable[str]) -> str | None:
 
 
 def load_application(loader: AppLoader, app: Mapping[str, Any],
-                     environment: Mapping[str, str] = MappingProxyType({})) -> WSGIApplication:
+                     environment: Mapping[str, str] = MappingProxyType({})) -> Application:
     """
     Set the application's C{environment} variables (C{[env]}, C{[app]
     env_file}), put C{[app] pythonpath} first on C{sys.path} and run the
     loader.
 
     @raise AppLoadError: anything went wrong, described in one paragraph
-        naming the C{[app]} settings, the exception and where it was raised.
+        naming the C{[app]} settings, the exception and where it was raised;
+        or the application is not of C{[app] interface}.
     """
     os.environ.update(environment)
     for directory in reversed(app.get("pythonpath", ())):
@@ -184,9 +197,51 @@ def load_application(loader: AppLoader, app: Mapping[str, Any],
     if not callable(application):
         raise AppLoadError(
             f"[app] loader = {app['loader']} returned {type(application).__name__}, "
-            "which is not a WSGI application"
+            "which is not an application"
         )
+    expected, found = app.get("interface", "wsgi"), interface_of(application)
+    if found != expected:
+        raise AppLoadError(_MISMATCH[expected].format(name=describe_application(application)))
     return application
+
+
+_MISMATCH = {
+    "wsgi": "[app] interface = wsgi, but the application {name} is an ASGI application (an "
+            "async callable): set [app] interface = asgi to serve it",
+    "asgi": "[app] interface = asgi, but the application {name} is not an ASGI 3 application "
+            "(an async callable taking scope, receive and send); it looks like WSGI: set "
+            "[app] interface = wsgi, or name its ASGI counterpart",
+}
+
+
+def interface_of(application: Application) -> str:
+    """
+    C{asgi} for an ASGI 3 application (a coroutine function, or an object
+    whose C{__call__} is one), else C{wsgi}.
+    """
+    if _is_coroutine_function(application):
+        return "asgi"
+    if not isinstance(application, type) and _is_coroutine_function(
+            getattr(type(application), "__call__", None)):
+        return "asgi"
+    return "wsgi"
+
+
+def _is_coroutine_function(function: object) -> bool:
+    # asgiref's also knows the functions marked as coroutine functions
+    # (markcoroutinefunction), as Django marks its async middleware.
+    try:
+        from asgiref.sync import iscoroutinefunction
+    except ImportError:  # pragma: no cover - Django brings asgiref
+        from inspect import iscoroutinefunction
+    return iscoroutinefunction(function)
+
+
+def describe_application(application: object) -> str:
+    """The application as C{module.name}, for messages."""
+    name = getattr(application, "__qualname__", type(application).__qualname__)
+    module = getattr(application, "__module__", type(application).__module__)
+    return f"{module}.{name}"
 
 
 _IMPORTLIB = os.path.dirname(importlib.__file__) + os.sep

@@ -29,7 +29,9 @@ from configobj import ConfigObj, ConfigObjError, Section, flatten_errors, get_ex
 from configobj.validate import ValidateError, Validator
 
 from backtracweb.config import environment
-from backtracweb.config.apps import AppLoader, available_loaders, find_module, loader_settings
+from backtracweb.config.apps import (
+    INTERFACES, AppLoader, available_loaders, find_module, loader_settings,
+)
 from backtracweb.config.spec import (
     Check, Invalid, Setting, custom_checks, directory, directory_list, endpoints, env_file,
     env_value, file_patterns, integer, ip_address, log_destination, log_format, networks, one_of,
@@ -121,7 +123,9 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 60,
                 "With several workers: how long a worker may take to load the "
                 "application and serve. One that takes longer has its threads' stacks "
-                "logged and is killed; at the daemon's first start that fails the start.",
+                "logged and is killed; at the daemon's first start that fails the start. "
+                "With interface = asgi, also how long the application's lifespan startup "
+                "may take.",
             ),
             Setting(
                 "worker_timeout",
@@ -185,8 +189,19 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "loader",
                 word(),
                 DEFAULT_LOADER,
-                "How the application is loaded: django, wsgi, or a loader "
-                "registered in the entry-point group backtracweb.loaders.",
+                "How the application is loaded: django, wsgi (any callable named by "
+                "application, WSGI or ASGI), or a loader registered in the entry-point "
+                "group backtracweb.loaders.",
+            ),
+            Setting(
+                "interface",
+                one_of(*INTERFACES),
+                "wsgi",
+                "wsgi: the application is a WSGI callable, run in the thread pool. asgi: it "
+                "is an ASGI 3 callable (Django's get_asgi_application(), for async views "
+                "and streaming), run on Twisted's asyncio reactor, which twistd backtracweb "
+                "installs.",
+                restart=True,
             ),
             Setting(
                 "pythonpath",

@@ -79,6 +79,13 @@ class Site(TypingProtocol):
     reactor: object
     limits: Limits
     draining: bool
+    streams_bodies: bool
+    """
+    Whether a request asking for C{100 Continue} is handed over before its
+    body, which the application reads as it arrives (from a thread); if
+    not, the channel asks for the body at once and hands the request over
+    once the body is whole, like any other.
+    """
 
     def handle(self, request: Request) -> None: ...
     def request_done(self, request: Request) -> None: ...
@@ -489,7 +496,7 @@ class HTTPChannel(Protocol):
             request.expects_continue = True
         if chunked or request.content_length:
             request.complete = False
-            if request.expects_continue:
+            if request.expects_continue and self.site.streams_bodies:
                 request.body = request.input = StreamingInput(
                     on_first_read=lambda: self._from_thread(self.send_continue, request),
                     on_drained=lambda: self._from_thread(self._hold_reading, "body", False))
@@ -553,13 +560,17 @@ class HTTPChannel(Protocol):
                 if request.refusal is not None:
                     self.active = request
                     self._answer_refusal(request)
-                elif request.complete or request.expects_continue:
+                elif request.complete or (request.expects_continue and self.site.streams_bodies):
                     self.active = request
                     if request.path == b"*":
                         self._answer_asterisk(request)
                     else:
                         self.site.handle(request)
                 else:
+                    if request.expects_continue and not request.continued:
+                        # Its body is wanted whole before it is answered: ask for it now.
+                        request.continued = True
+                        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     break  # its body is still arriving
         finally:
             self._advancing = False

@@ -85,6 +85,8 @@ class Request:
 
     # What most requests keep as it starts: read from the class until set.
     expects_continue = False
+    continued = False
+    """Whether C{100 Continue} was sent."""
     input = EMPTY
     content_length: int | None = None
     """The body's length: as declared, or once a chunked body is whole; None without a body."""

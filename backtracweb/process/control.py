@@ -29,6 +29,9 @@ from twisted.protocols import amp
 CONTROL_FD = 3
 """The descriptor of a worker's end of the control channel."""
 
+ASGI_FLAG = "--asgi"
+"""The argument that has a worker run Twisted's asyncio reactor (for an ASGI application)."""
+
 EXIT_STARTUP_FAILED = 3
 """A worker's exit status when it could not start (it said why)."""
 

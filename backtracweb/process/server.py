@@ -145,6 +145,8 @@ class WebService(MultiService):
         super().__init__()
         self.site = site
         self.application = application
+        self.ready: Deferred[None] | None = None
+        """Fires once serving, after the application started (see L{Application.start})."""
         self._reactor = reactor
         self._slow_requests = Repeating(reactor, CHECK_EVERY, self._log_slow_requests)
         self._slow_request_log: SlowRequestLog | None = None
@@ -152,10 +154,34 @@ class WebService(MultiService):
             listener.setServiceParent(self)
 
     def startService(self) -> None:
+        # An ASGI application's lifespan startup runs the event loop (before
+        # the reactor does, or in a worker while it does): no connection is
+        # accepted until it is over.
+        paused = [listener.port for listener in self
+                  if callable(getattr(getattr(listener, "port", None), "stopReading", None))]
+        for port in paused:
+            port.stopReading()
         try:
-            self.application.start()
+            ready = self.application.start()
         except StartupError as e:
             raise fatal(e)
+
+        def serve(_: object) -> None:
+            for port in paused:
+                port.startReading()
+            self._serve()
+
+        self.ready = ready.addCallbacks(serve, self._not_ready)
+
+    def _not_ready(self, failure: Failure) -> Failure:
+        # In a worker, whose loop was running: the supervisor is told (and
+        # the ports stay paused: the worker exits).
+        error = failure.value
+        if isinstance(error, StartupError):
+            fatal(error)
+        return failure
+
+    def _serve(self) -> None:
         self._slow_request_log = SlowRequestLog(self.application.running)
         self._slow_requests.start()
         # What exists now (the application, Django, Twisted: some 60,000
@@ -165,7 +191,7 @@ class WebService(MultiService):
         # request for 5 to 15 ms.
         gc.collect()
         gc.freeze()
-        super().startService()
+        MultiService.startService(self)
         for listening in self:
             self._log.info("serving on {address}", address=readable_endpoint(listening.description))
 
@@ -182,6 +208,7 @@ class WebService(MultiService):
             timeout=timeout, busy=busy,
         )
         drained = super().stopService().addCallback(lambda _: self.site.drain(timeout))
+        drained.addCallback(lambda _: self.application.stop(timeout))
         return drained.addBoth(self._stop_watching)
 
     def _stop_watching(self, result: object) -> object:

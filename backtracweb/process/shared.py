@@ -122,7 +122,8 @@ class InheritedSocketService(Service):
         self._site = site
         self._reactor = reactor
         self._seat = seat
-        self._port = None
+        self.port = None
+        """The port accepting on the inherited socket, once adopted."""
         self.tls: RenewableContext | None = None
 
     def privilegedStartService(self) -> None:
@@ -142,26 +143,26 @@ class InheritedSocketService(Service):
             for path in endpoint_files(self.description).values():
                 if path.startswith(_OWN_FD):  # read: the copy is not needed any more
                     os.close(int(path[len(_OWN_FD):]))
-        self._port = _adopt(self._reactor, self.fd, family, factory, self._seat)
+        self.port = _adopt(self._reactor, self.fd, family, factory, self._seat)
         os.close(self.fd)  # the port holds a duplicate
 
     def startService(self) -> None:
         super().startService()
-        if self._port is None:
+        if self.port is None:
             self.privilegedStartService()
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
-        if self._port is None:
+        if self.port is None:
             return None
         # Take what is queued before letting go (see ListeningService).  The
         # socket is not shut down, which would stop the other workers too,
         # but closed now rather than when Twisted gets to it a reactor turn
         # later: if this worker is the last to hold it, a connection queued
         # in between would be reset.
-        accept_pending(self._port)
-        stopped = self._port.stopListening()
-        self._port.socket.close()
+        accept_pending(self.port)
+        stopped = self.port.stopListening()
+        self.port.socket.close()
         return stopped
 
 

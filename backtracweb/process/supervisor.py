@@ -42,8 +42,8 @@ from backtracweb.app.twistdlog import TwistdLogLines
 from backtracweb.config.settings import MOST_WORKERS, Config, load_config
 from backtracweb.errors import ConfigError, StartupError
 from backtracweb.process.control import (
-    CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
-    LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
+    ASGI_FLAG, CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel,
+    Heartbeat, LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
 from backtracweb.process.server import fatal
 from backtracweb.process.service import DaemonService, not_reloaded
@@ -237,6 +237,10 @@ class Supervisor(DaemonService):
     def _all_workers(self) -> list[WorkerProcess]:
         return [*self.workers.values(), *self.replacements.values(), *self.leaving]
 
+    def _worker_flags(self) -> list[str]:
+        # The reactor is chosen as a worker starts, before it is told what to serve.
+        return [ASGI_FLAG] if self._started_config.app["interface"] == "asgi" else []
+
     def _free_seat(self, index: int) -> int:
         taken = {w.seat for w in self._all_workers()}
         return index if index not in taken else index + MOST_WORKERS
@@ -264,7 +268,8 @@ class Supervisor(DaemonService):
         worker = WorkerProcess(self, index, seat, self._reactor.seconds(), self.config)
         try:
             self._reactor.spawnProcess(
-                worker, self._executable, [self._executable, "-m", "backtracweb.process.worker"],
+                worker, self._executable, [self._executable, "-m", "backtracweb.process.worker",
+                                           *self._worker_flags()],
                 env=os.environ, childFDs=child_fds,
             )
         finally:

@@ -97,9 +97,15 @@ def build_site_service(
     def load_app():
         return load_application(config.app_loader, config.app, config.environment)
 
-    application = Application(load_app, pool, reactor, multiprocess=whole_server is not None)
-    root = SiteRoot(application, pool, StatusPage(pool, whole_server))
-    site = BacktracSite(root, make_site_settings(config), reactor)
+    wsgi = config.app["interface"] == "wsgi"
+    application = Application(load_app, pool, reactor, multiprocess=whole_server is not None,
+                              interface=config.app["interface"],
+                              start_timeout=config["server"]["start_timeout"])
+    # An ASGI application needs no thread: the pool's queue does not bound it.
+    root = SiteRoot(application, pool if wsgi else None, StatusPage(pool, whole_server))
+    # An ASGI application's bodies are kept whole first, even those a client
+    # asks 100 Continue for: a coroutine cannot wait for a thread-side read.
+    site = BacktracSite(root, make_site_settings(config), reactor, streams_bodies=wsgi)
     try:
         web = WebService(make_listeners(site), site, application, reactor)
     except StartupError as e:

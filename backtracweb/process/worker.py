@@ -33,10 +33,11 @@ from backtracweb.app.status import rss_bytes, snapshot
 from backtracweb.config.settings import Config
 from backtracweb.errors import CANNOT_START, ConfigError, StartupError
 from backtracweb.process.control import (
-    CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel, Heartbeat,
-    LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
+    ASGI_FLAG, CONTROL_FD, EXIT_STARTUP_FAILED, STACKS_SIGNAL, AccessLines, CannotStart, Channel,
+    Heartbeat, LogEvents, Reload, ReopenLogs, ServerStats, Start, Stats, adopt,
 )
 from backtracweb.process.cpu import pin_worker
+from backtracweb.process.eventloop import install_asyncio_reactor
 from backtracweb.process.service import BacktracService
 from backtracweb.process.shared import InheritedSocketService, LoadBoard
 from backtracweb.process.tree import build_site_service
@@ -170,7 +171,7 @@ class SupervisorChannel(Channel):
 
     @Start.responder
     def start(self, index: int, seat: int, started: Config, current: Config | None,
-              sockets: list, board: int, board_size: int) -> dict:
+              sockets: list, board: int, board_size: int) -> Deferred[dict]:
         reactor = self._reactor
         if started["server"]["cpu_affinity"] == "auto":
             _log.info("worker {index} runs on CPU {cpu}", index=index, cpu=pin_worker(index))
@@ -193,12 +194,22 @@ class SupervisorChannel(Channel):
         except StartupError as e:  # logged where it was raised
             self._give_up()
             raise CannotStart(str(e)) from None
-        self.service = service
-        if current is not None:
-            service.apply(current)
-        reactor.addSystemEventTrigger("before", "shutdown", self._shut_down)
-        _log.info("worker {index} ready (pid {pid})", index=index, pid=os.getpid())
-        return {"pid": os.getpid()}
+
+        def serving(_: object) -> dict:
+            self.service = service
+            if current is not None:
+                service.apply(current)
+            reactor.addSystemEventTrigger("before", "shutdown", self._shut_down)
+            _log.info("worker {index} ready (pid {pid})", index=index, pid=os.getpid())
+            return {"pid": os.getpid()}
+
+        def failed(failure: Failure) -> None:
+            # An ASGI application's lifespan startup, run as the loop runs here.
+            failure.trap(StartupError)
+            self._give_up()
+            raise CannotStart(failure.getErrorMessage())
+
+        return service.web.ready.addCallbacks(serving, failed)
 
     def _give_up(self) -> None:
         self.exit_status = EXIT_STARTUP_FAILED
@@ -235,6 +246,8 @@ def main() -> int:
     """Serve until stopped; the exit status tells the supervisor how it went."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(STACKS_SIGNAL, file=sys.stderr, all_threads=True)
+    if ASGI_FLAG in sys.argv[1:]:
+        install_asyncio_reactor()
     from twisted.internet import reactor
 
     outbox = Outbox(reactor)

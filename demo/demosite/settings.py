@@ -67,3 +67,12 @@ TIME_ZONE = "UTC"
 # copies.  (collectstatic --clear would delete site.css too: don't.)
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "static"
+
+# The demo's own messages (the ticks view's) go to standard error, which
+# twistd writes to its log.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"demosite": {"handlers": ["stderr"], "level": "INFO"}},
+}

@@ -195,15 +195,18 @@ def make_daemon(site_dir: Path, workdir: Path):
 
 def site_ini(server: str = "port = {port}", *, application: str = "testapp:application",
              django: str | None = None, threads: tuple[int, int] = (2, 4),
-             static: dict[str, str] | None = None, extra: str = "") -> str:
+             static: dict[str, str] | None = None, extra: str = "",
+             interface: str = "wsgi") -> str:
     """
     A configuration file for a test site: the C{[server]} lines given, a
-    pool of C{threads} (min, max), the WSGI C{application} from apps/ beside
-    the file (or the C{django} settings module of demo/), the C{static}
-    mappings, then the C{extra} sections as written.
+    pool of C{threads} (min, max), the WSGI (or, with C{interface}, ASGI)
+    C{application} from apps/ beside the file (or the C{django} settings
+    module of demo/), the C{static} mappings, then the C{extra} sections as
+    written.
     """
     lines = ["[server]", *textwrap.dedent(server).strip().splitlines(),
-             "[threadpool]", f"min = {threads[0]}", f"max = {threads[1]}", "[app]"]
+             "[threadpool]", f"min = {threads[0]}", f"max = {threads[1]}", "[app]",
+             f"interface = {interface}"]
     if django:
         lines += ["pythonpath = demo", f"DJANGO_SETTINGS_MODULE = {django}"]
     else:
