@@ -22,7 +22,8 @@ setup(
               "backtracweb.process", "twisted.plugins"],
     package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
     # httptools: llhttp, the HTTP/1.1 parser the engine (backtracweb/http/) is built on.
-    install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9", "httptools>=0.6.4"],
+    install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9", "httptools>=0.6.4",
+                      "wsproto>=1.2"],
     extras_require={
         # TLS endpoints (listen = ssl:...) need pyOpenSSL, through Twisted's extra.
         "tls": ["twisted[tls]"],

@@ -104,3 +104,10 @@ def test_only_one_module_touches_twisted_internals():
         found |= {(where, name) for name in imported(path)
                   if name.startswith("twisted") and "._" in name}
     assert found == set()
+
+
+def test_test_modules_have_names_of_their_own():
+    """pytest imports test modules by their file name: two alike would stop collection."""
+    tests = Path(__file__).resolve().parent
+    names = [path.name for path in tests.rglob("test_*.py")]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []

@@ -251,7 +251,7 @@ class TestReload:
             (LogLevel.error, f"reload: {path}: [limits] max_bodyy is not a known key (did you "
                              "mean max_body?); known keys: max_body, max_request_line, "
                              "max_header_field, max_header_bytes, max_headers, idle_timeout, "
-                             "send_timeout, max_queue"),
+                             "send_timeout, max_queue, max_message, websocket_ping"),
             (LogLevel.error, f"reload: 3 problem(s) in the configuration; nothing changed, "
                              f"still serving with {path} as loaded at {when(service)}"),
         ]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import stat
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
@@ -29,7 +28,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from backtracweb.app.sendfile import send_part
+from backtracweb.app.websocket import (
+    ClientDisconnected, WebSocketSession, handshake_problem, refuse_handshake, wants_websocket,
+)
 from backtracweb.errors import StartupError
+from backtracweb.http.head import sendable_field
 from backtracweb.http.request import Request
 
 _log = Logger(namespace="backtracweb.app.asgi")
@@ -48,18 +51,9 @@ EXTENSIONS = {"http.response.pathsend": {}}
 """Extensions offered in the scope: files sent by their path (with sendfile where possible)."""
 
 _SERVER_ERROR = b"Internal Server Error\n"
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 
 ASGIApplication = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
                            Awaitable[None]]
-
-
-class ClientDisconnected(OSError):
-    """
-    C{send} was called after the client went away (ASGI 2.4): the task
-    should stop producing the response.
-    """
 
 
 def make_scope(request: Request, state: dict | None = None) -> dict[str, Any]:
@@ -117,12 +111,35 @@ class ASGIContainer:
         return len(self._tasks)
 
     def handle(self, request: Request) -> None:
+        if wants_websocket(request):
+            self._websocket(request)
+            return
         cycle = _Cycle(self, request)
         task = self.loop.create_task(
             self.application(make_scope(request, self.state), cycle.receive, cycle.send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(cycle.done)
+
+    def _websocket(self, request: Request) -> None:
+        problem = handshake_problem(request)
+        if problem is not None:
+            refuse_handshake(request, *problem)
+            return
+        session = WebSocketSession(request, self.loop)
+        scope = session.scope(make_scope(request, self.state))
+        task = self.loop.create_task(self.application(scope, session.receive, session.send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        def done(task: asyncio.Task) -> None:
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, ClientDisconnected):
+                _log.failure("ASGI application error in WebSocket {path}", _failure_of(error),
+                             path=request.target.decode("latin-1"))
+            session.application_done(error)
+
+        task.add_done_callback(done)
 
     def wind_down(self, grace: float = AFTER_DISCONNECT) -> Deferred[None]:
         """
@@ -219,7 +236,7 @@ class _Cycle:
                 name, value = bytes(name), bytes(value)
             except (TypeError, ValueError):
                 raise TypeError(f"a header must be a pair of bytes, not {header!r}") from None
-            if not _TOKEN.match(name) or not _VALUE.match(value):
+            if not sendable_field(name, value):
                 raise ValueError(f"header {header!r} cannot be sent: names are tokens, values "
                                  "latin-1 without control characters")
             headers.append((name, value))

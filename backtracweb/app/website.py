@@ -30,6 +30,9 @@ fails it, and a proxy resends only idempotent ones.  Answered instead, with
 C{Connection: close}, it tells the proxy the connection is done.
 """
 
+TUNNEL_CLOSE = 1.0
+"""Seconds a tunnel (a WebSocket) told the server is going away has to close before it is cut."""
+
 _FORWARDING = (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 _SERVER_ERROR = b"Internal Server Error\n"
 
@@ -104,6 +107,7 @@ class BacktracSite(ServerFactory):
         self.stats = Stats()
         self.draining = False
         self._drained: Deferred[None] | None = None
+        self._told: set[Request] = set()  # the tunnels told the server is going away
 
     def buildProtocol(self, addr) -> HTTPChannel:
         channel = HTTPChannel(self)
@@ -137,6 +141,8 @@ class BacktracSite(ServerFactory):
         access_log = self.settings.access_log
         if access_log.enabled:
             access_log.write(Entry.of(request))
+        if self.draining:
+            self._release_tunnels()
 
     @property
     def limits(self) -> Values:
@@ -153,6 +159,7 @@ class BacktracSite(ServerFactory):
                 "open": len(self.connections),
                 "busy": sum(1 for c in self.connections if c.queue or c.receiving),
             },
+            "websockets": len(self.tunnels()),
             "requests": stats.requests,
             "responses": dict(stats.by_class),
             "refused_overload": stats.refused_overload,
@@ -160,8 +167,14 @@ class BacktracSite(ServerFactory):
         }
 
     def in_flight(self) -> list[Request]:
-        """The requests received whole and not yet answered in full."""
-        return [r for c in self.connections for r in c.queue if r.complete and r.refusal is None]
+        """The HTTP requests received whole and not yet answered in full (no tunnel)."""
+        return [r for c in self.connections for r in c.queue
+                if r.complete and r.refusal is None and r.tunnel is None]
+
+    def tunnels(self) -> list[Request]:
+        """The requests whose connection switched protocols (WebSockets), still open."""
+        return [c.tunneled for c in self.connections
+                if c.tunneled is not None and not c.tunneled.finished]
 
     # -- connections --------------------------------------------------------------------
 
@@ -212,9 +225,30 @@ class BacktracSite(ServerFactory):
         for channel in list(self.connections):
             if not channel.queue and not channel.receiving:
                 channel.close()
+        self._release_tunnels()
+
+    def _release_tunnels(self, anyway: bool = False) -> None:
+        """
+        Once no HTTP request is in flight (or C{anyway}), tell each tunnel
+        (WebSocket) that the server is going away, once: it closes.
+        """
+        if not anyway and self.in_flight():
+            return
+        for request in self.tunnels():
+            if request not in self._told:
+                self._told.add(request)
+                going_away = getattr(request.tunnel, "going_away", None)
+                if going_away is not None:
+                    going_away()
 
     def cut_short(self, timeout: float | None = None) -> None:
-        """Abort every remaining connection, naming the requests cut short."""
+        """
+        Abort every remaining connection, naming the requests cut short;
+        tunnels (WebSockets) are told first and get L{TUNNEL_CLOSE} seconds
+        to close.
+        """
+        self._release_tunnels(anyway=True)
+        tunneled = {request.channel for request in self.tunnels()}
         for request in self.in_flight():
             after = f" after {timeout:g} s ([server] graceful_timeout)" if timeout is not None else ""
             self._log.warn(
@@ -225,7 +259,10 @@ class BacktracSite(ServerFactory):
                 after=after,
             )
         for channel in list(self.connections):
-            channel.abort()
+            if channel not in tunneled:
+                channel.abort()
+        if tunneled:
+            self.reactor.callLater(TUNNEL_CLOSE, lambda: [c.abort() for c in tunneled])
 
 
 def apply_forwarding(request: Request, proxies: TrustedProxies) -> None:

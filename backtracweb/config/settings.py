@@ -296,6 +296,21 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 "Requests that may wait for a busy thread pool; beyond that they get "
                 "503 with Retry-After at once.",
             ),
+            Setting(
+                "max_message",
+                size(),
+                "1M",
+                "With interface = asgi: largest WebSocket message accepted (all its "
+                "frames, decompressed); a larger one closes the WebSocket with code 1009.",
+            ),
+            Setting(
+                "websocket_ping",
+                seconds(0),
+                20,
+                "With interface = asgi: seconds between two pings an open WebSocket is "
+                "sent; one whose client has not answered the last ping by the next is "
+                "closed. 0: no pings.",
+            ),
         ),
         "status": (
             Setting(

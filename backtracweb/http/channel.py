@@ -176,6 +176,12 @@ class HTTPChannel(Protocol):
         self._timer = None
         self._send_timer = None
         self._unflushed: Request | None = None  # finished, but still in the transport's buffer
+        # After a request asking to switch protocols: what the client sent
+        # after its head, kept until the site answers it, and the request
+        # whose tunnel then takes what the client sends.
+        self._after_upgrade: bytearray | None = None
+        self._upgrade_overrun = False
+        self.tunneled: Request | None = None
 
     @property
     def receiving(self) -> bool:
@@ -253,7 +259,7 @@ class HTTPChannel(Protocol):
         declared = request.declared_length
         delivered = finished and not undelivered or (
             declared is not None and request.sent >= declared and request.started_writing)
-        if not delivered:
+        if not delivered and request.tunnel is None:  # (a tunnel's log line says 101)
             request.code = CLIENT_GONE
         self.site.request_done(request)
 
@@ -297,7 +303,12 @@ class HTTPChannel(Protocol):
     # -- reading ---------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self.tunneled is not None:
+            self.tunneled.tunnel.data_received(data)
+            return
         if not self._reading:
+            if self._after_upgrade is not None:
+                self._keep_after_upgrade(data)
             return  # refused, upgraded or closing: the rest is not read
         # Whether this read starts a request (not in the middle of one).
         fresh = not self._in_head and self._current is None
@@ -305,11 +316,14 @@ class HTTPChannel(Protocol):
         self._parsing = True
         try:
             self._parser.feed_data(data)
-        except HttpParserUpgrade:
+        except HttpParserUpgrade as upgrade:
             # llhttp stops at the end of a request asking to switch
-            # protocols; this server does not switch, and cannot know how
-            # the bytes after it were meant: that request is the last.
+            # protocols: that request is the last.  What follows it is kept
+            # for the new protocol, should the site switch to it.
             self._last_request()
+            if self._current is None and self.queue and self.queue[-1].refusal is None:
+                self._after_upgrade = bytearray()
+                self._keep_after_upgrade(data[upgrade.args[0]:])
         except HttpParserError as e:
             if not isinstance(e.__context__, _StopParsing):
                 self._parse_failed(e, data, fresh and self._begun_in_read == 1)
@@ -323,6 +337,33 @@ class HTTPChannel(Protocol):
                 self._refuse(Refused(431, f"its head is over [limits] max_header_bytes = "
                                           f"{self.site.limits.max_header_bytes}"))
         self._advance()
+
+    def _keep_after_upgrade(self, data: bytes) -> None:
+        kept = self._after_upgrade
+        kept += data
+        if len(kept) > self.site.limits.max_header_bytes:
+            # More than a client should send before the switch is agreed:
+            # forgotten (if the site does not switch, nothing is lost).
+            self._after_upgrade = None
+            self._upgrade_overrun = True
+
+    def switch_to(self, request: Request) -> None:
+        """
+        Hand the connection to C{request}'s tunnel (see
+        L{Request.switch_protocols}), with what the client sent after the
+        request's head.
+        """
+        kept, self._after_upgrade = self._after_upgrade or b"", None
+        self.tunneled = request
+        if self._upgrade_overrun:
+            self.abort()  # what it sent early is lost: the new protocol cannot start
+            return
+        if kept:
+            request.tunnel.data_received(bytes(kept))
+
+    def hold_reading_for_tunnel(self, hold: bool) -> None:
+        """Stop (or start again) reading from the client, for the tunnel."""
+        self._hold_reading("tunnel", hold)
 
     def _parse_failed(self, error: HttpParserError, data: bytes, starts_read: bool) -> None:
         refusal = self._refusal

@@ -39,6 +39,17 @@ class Target(NamedTuple):
     """An absolute-form target's C{host[:port]}, which replaces Host; else None."""
 
 
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
+
+
+def sendable_field(name: bytes, value: bytes) -> bool:
+    """
+    Whether a response header field can go on the wire as given: its name
+    a token, its value without control characters (RFC 9110 5.1, 5.5).
+    """
+    return TOKEN.match(name) is not None and _FIELD_VALUE.match(value) is not None
+
+
 def parse_target(method: bytes, target: bytes) -> Target:
     """
     Split C{target} (RFC 9112 3.2): origin-form (C{/path?query}),

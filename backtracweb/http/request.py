@@ -60,6 +60,12 @@ class PushProducer(Protocol):
     def stopProducing(self) -> None: ...
 
 
+class Tunnel(Protocol):
+    """What takes a connection over after C{101 Switching Protocols} (a WebSocket)."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+
 class Request:
     """
     One request, as the channel parsed and checked it, and its response.
@@ -108,6 +114,8 @@ class Request:
     """The L{Refused} the server answers this request with instead, if any."""
     body = None
     """While the body arrives: what collects it (the channel's business)."""
+    tunnel: Tunnel | None = None
+    """What the connection switched to, if it did (see L{switch_protocols})."""
     _framing = _NO_CONTENT
     _remaining = 0
 
@@ -188,6 +196,45 @@ class Request:
         """C{count} bytes of the content went to the socket by another way (sendfile)."""
         self.sent += count
         self._remaining -= count
+
+    # -- switching protocols ----------------------------------------------------------
+
+    def switch_protocols(self, headers: list[tuple[bytes, bytes]], tunnel: Tunnel) -> None:
+        """
+        Answer C{101 Switching Protocols} with C{headers} (the new
+        protocol's: C{Upgrade}, C{Connection} and its own), and hand the
+        connection to C{tunnel}: what the client sends from now on goes to
+        its C{data_received}; its producer methods (register it with
+        L{register_producer}) say when the client is slow to take what is
+        written with L{tunnel_write}; L{on_connection_lost} says the
+        connection is gone.  L{end_tunnel} ends it.
+        """
+        self.code = 101
+        self.started_writing = True
+        self.tunnel = tunnel
+        lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        lines.append(b"\r\n")
+        self.channel.write(b"".join(lines))
+        self.channel.switch_to(self)
+
+    def tunnel_write(self, data: bytes) -> None:
+        """Send bytes of the switched-to protocol."""
+        if not self.finished and not self.lost:
+            self.sent += len(data)
+            self.channel.write(data)
+
+    def hold_reading(self, hold: bool) -> None:
+        """Stop (or start again) reading what the client sends through the tunnel."""
+        self.channel.hold_reading_for_tunnel(hold)
+
+    def end_tunnel(self) -> None:
+        """The switched-to protocol is done: close the connection once what was written is sent."""
+        if self.finished or self.lost:
+            return
+        self.finished = True
+        self.persistent = False
+        self.channel.response_finished(self)
 
     def close_connection(self) -> None:
         """

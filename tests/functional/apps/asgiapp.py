@@ -9,6 +9,9 @@ A plain ASGI 3 application for the end-to-end tests, one behaviour per path.
   /error            raises before the response starts: the server must answer 500
   anything else     200 text/plain "asgiapp <path>"
 
+WebSocket: any path echoes each message; the message "close" has the
+application close (4000); it prints the disconnect it is told of.
+
 Lifespan: startup puts {"started": pid} in the state (shown by /scope);
 it fails if the variable ASGIAPP_STARTUP is "fail" (with a message) or
 "raise"; shutdown prints "asgiapp: lifespan shutdown".
@@ -24,6 +27,9 @@ from urllib.parse import parse_qs
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         await lifespan(scope, receive, send)
+        return
+    if scope["type"] == "websocket":
+        await echo(receive, send)
         return
     path = scope["path"]
     if path == "/scope":
@@ -68,6 +74,21 @@ async def ticks(scope, receive, send):
     if gone.done():
         print(f"asgiapp: ticks: the client went away after {count} ticks "
               f"({gone.result()['type']})", file=sys.stderr, flush=True)
+
+
+async def echo(receive, send):
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            print(f"asgiapp: websocket disconnect {message['code']}", file=sys.stderr, flush=True)
+            return
+        if message.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000})
+            continue
+        await send({"type": "websocket.send",
+                    **{k: v for k, v in message.items() if k in ("text", "bytes")}})
 
 
 async def lifespan(scope, receive, send):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, DEMO, Daemon, site_ini, wait_until
+from conftest import APPS, DEMO, Daemon, process_exists, site_ini, wait_until
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, TextMessage
 
 
 @pytest.fixture
@@ -180,3 +183,67 @@ def test_an_application_of_the_other_interface_is_named(asgi_daemon):
     result = daemon.start(check=False)
     assert result.returncode == 1
     assert "is not an ASGI 3 application" in result.stderr
+
+
+class WebSocketClient:
+    """A WebSocket client on a raw socket to the daemon, its frames by wsproto."""
+
+    def __init__(self, daemon: Daemon, path: str = "/ws") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        data = read_until(self.sock, b"", b"\r\n\r\n")
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        self.ws = Connection(ConnectionType.CLIENT)
+        self.ws.receive_data(rest)
+
+    def send(self, event) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def next_event(self):
+        while True:
+            for event in self.ws.events():
+                return event
+            data = self.sock.recv(65536)
+            self.ws.receive_data(data or None)
+
+
+def test_a_websocket_session_through_the_daemon(asgi_daemon):
+    """
+    Echoes both ways, closes with the application's code, shows on the
+    status page while open, and logs one access line with 101 when it ends.
+    """
+    daemon = asgi_daemon(extra="[status]\npath = /-/status\n")
+    daemon.start()
+    client = WebSocketClient(daemon, "/ws?room=1")
+    try:
+        client.send(TextMessage(data="héllo"))
+        assert client.next_event().data == "héllo"
+        assert json.loads(daemon.get("/-/status")[1])["websockets"] == 1
+        client.send(TextMessage(data="close"))
+        close = client.next_event()
+        assert isinstance(close, CloseConnection) and close.code == 4000
+        client.send(close.response())
+    finally:
+        client.sock.close()
+    wait_until(lambda: '"GET /ws?room=1 HTTP/1.1" 101' in daemon.log(), 5, "the access line")
+    assert json.loads(daemon.get("/-/status")[1])["websockets"] == 0
+
+
+def test_draining_closes_websockets_with_1001(asgi_daemon):
+    daemon = asgi_daemon(server="graceful_timeout = 10")
+    daemon.start()
+    client = WebSocketClient(daemon)
+    try:
+        client.send(TextMessage(data="hi"))
+        assert client.next_event().data == "hi"
+        daemon.signal(signal.SIGTERM)
+        close = client.next_event()
+        assert isinstance(close, CloseConnection) and close.code == 1001
+        client.send(close.response())
+        wait_until(lambda: not process_exists(daemon.pid), 10, "the daemon to exit")
+    finally:
+        client.sock.close()
+    assert "asgiapp: websocket disconnect 1001" in daemon.log()
