@@ -7,6 +7,7 @@ on its state.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import os
@@ -72,3 +73,20 @@ def isolated_imports(tmp_path):
     for key in [k for k in sys.path_importer_cache if str(k).startswith(root)]:
         del sys.path_importer_cache[key]
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def loop():
+    """
+    An asyncio event loop the test turns (with L{helpers.settle}), as the
+    asyncio reactor would, for ASGI applications' tasks; what a test left
+    waiting is cancelled with it.
+    """
+    from helpers import settle
+
+    loop = asyncio.new_event_loop()
+    yield loop
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    settle(loop)
+    loop.close()

@@ -12,6 +12,7 @@ thread would.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import replace
 
@@ -320,3 +321,9 @@ class Filling:
 
         transport.write = full
         transport.writeSequence = lambda pieces: full(b"".join(pieces))
+
+
+def settle(loop) -> None:
+    """Run an asyncio loop until every task that can go on has (a reactor turn between reads)."""
+    for _ in range(20):
+        loop.run_until_complete(asyncio.sleep(0))

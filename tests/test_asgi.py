@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import Client, make_site
+from helpers import Client, make_site, settle
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
@@ -24,23 +24,6 @@ from backtracweb.app.resource import SiteRoot
 from backtracweb.errors import StartupError
 
 PEER = IPv4Address("TCP", "198.51.100.4", 40000)
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    # What a test left waiting (a lifespan task after a failed startup) ends with the loop.
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    settle(loop)
-    loop.close()
-
-
-def settle(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the loop until every task that can go on has (what the reactor does between reads)."""
-    for _ in range(20):
-        loop.run_until_complete(asyncio.sleep(0))
 
 
 def serve(loop, application, **settings):

@@ -14,12 +14,11 @@ implementation than its own.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 
 import pytest
-from helpers import Client, FakeReactor, make_site, requests_done
+from helpers import Client, FakeReactor, make_site, requests_done, settle
 from twisted.logger import capturedLogs, formatEvent
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -36,21 +35,6 @@ ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 HANDSHAKE = (b"GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
              b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
              b"Sec-WebSocket-Version: 13\r\n")
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    settle(loop)
-    loop.close()
-
-
-def settle(loop) -> None:
-    for _ in range(20):
-        loop.run_until_complete(asyncio.sleep(0))
 
 
 class Echo:

@@ -27,6 +27,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from backtracweb.app.pace import ClientPace
 from backtracweb.app.sendfile import send_part
 from backtracweb.app.websocket import (
     ClientDisconnected, WebSocketSession, handshake_problem, refuse_handshake, wants_websocket,
@@ -174,7 +175,7 @@ class _Cycle:
         self._ended = False  # the response is complete (or abandoned)
         self._gone = False  # the client went away
         self._disconnected: asyncio.Future | None = None  # what receive waits on, once read
-        self._writable: asyncio.Future | None = None  # set while the client is slow
+        self._pace = ClientPace(self._loop)
         request.on_connection_lost = self._lost
 
     # -- receive ----------------------------------------------------------------------
@@ -267,10 +268,9 @@ class _Cycle:
             request.register_producer(self)
         if body:
             request.write(body)
-        if self._writable is not None:
-            await asyncio.shield(self._writable)
-            if self._gone:
-                raise ClientDisconnected("the client went away")
+        await self._pace.wait()
+        if self._gone:
+            raise ClientDisconnected("the client went away")
 
     def _send_path(self, path: object) -> None:
         if not isinstance(path, str):
@@ -291,13 +291,10 @@ class _Cycle:
     # -- the connection ---------------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        if self._writable is None:
-            self._writable = self._loop.create_future()
+        self._pace.pause()
 
     def resumeProducing(self) -> None:
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
+        self._pace.resume()
 
     def stopProducing(self) -> None:
         self._lost()

@@ -26,6 +26,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
+from backtracweb.app.pace import ClientPace
 from backtracweb.http.head import sendable_field
 from backtracweb.http.request import Request
 
@@ -117,7 +118,7 @@ class WebSocketSession:
         self._size = 0
         self._inbox: deque[dict] = deque()
         self._waiting: asyncio.Future | None = None  # a receive waiting for a message
-        self._writable: asyncio.Future | None = None  # set while the client is slow
+        self._pace = ClientPace(loop)
         self._reading_held = False
         self._disconnect_sent = False
         self._timer = None  # the close wait, or the next ping
@@ -182,10 +183,9 @@ class WebSocketSession:
                 raise ValueError("websocket.send carries text or bytes, one of them")
             event = TextMessage(data=text) if text is not None else BytesMessage(data=data)
             self._write(self._ws.send(event))
-            if self._writable is not None:
-                await asyncio.shield(self._writable)
-                if self.state != "open":
-                    raise ClientDisconnected("the WebSocket is closed")
+            await self._pace.wait()
+            if self.state != "open":
+                raise ClientDisconnected("the WebSocket is closed")
         elif kind == "websocket.close":
             code = message.get("code", NORMAL)
             if self.state == "connecting":
@@ -348,13 +348,10 @@ class WebSocketSession:
     # -- IPushProducer: the client's pace -------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        if self._writable is None:
-            self._writable = self._loop.create_future()
+        self._pace.pause()
 
     def resumeProducing(self) -> None:
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
+        self._pace.resume()
 
     def stopProducing(self) -> None:
         self._lost()
