@@ -151,10 +151,10 @@ class Recorder:
         request.respond(b"ok:" + request.target)
 
 
-def make_site(root=None, reactor=None, streams_bodies: bool = True, **settings) -> BacktracSite:
+def make_site(root=None, reactor=None, async_bodies: bool = False, **settings) -> BacktracSite:
     """A site serving C{root} (a fresh L{Recorder}), its settings L{site_settings}(**settings)."""
     return BacktracSite(root if root is not None else Recorder(), site_settings(**settings),
-                        reactor if reactor is not None else FakeReactor(), streams_bodies)
+                        reactor if reactor is not None else FakeReactor(), async_bodies)
 
 
 class Client:

@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import Client, make_site, settle
+from helpers import Client, FakeReactor, make_site, settle
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
@@ -29,7 +29,7 @@ PEER = IPv4Address("TCP", "198.51.100.4", 40000)
 def serve(loop, application, **settings):
     """A site serving C{application}; its container."""
     container = ASGIContainer(application, loop)
-    site = make_site(SiteRoot(container), streams_bodies=False, **settings)
+    site = make_site(SiteRoot(container), async_bodies=True, **settings)
     return site, container
 
 
@@ -156,17 +156,87 @@ def test_a_chunked_body_is_received_whole(loop):
     assert app.received == [{"type": "http.request", "body": b"abcde", "more_body": False}]
 
 
-def test_100_continue_is_sent_at_once_and_the_body_kept_whole_first(loop):
+def test_100_continue_is_sent_when_the_application_reads(loop):
     app = Recording()
     site, _ = serve(loop, app, max_body=100)
     client = Client(site).get(b"/", b"Content-Length: 5", b"Expect: 100-continue",
                               method=b"POST")
     settle(loop)
-    assert client.statuses() == [100] and app.scopes == []
+    assert client.statuses() == [100] and len(app.scopes) == 1  # it asked for the body
     client.send(b"hello")
     settle(loop)
     assert client.statuses() == [100, 200]
     assert app.received == [{"type": "http.request", "body": b"hello", "more_body": False}]
+
+
+def test_a_body_is_received_as_it_arrives(loop):
+    app = Recording()
+    site, _ = serve(loop, app, max_body=100)
+    client = Client(site).get(b"/", b"Content-Length: 10", method=b"POST", body=b"0123")
+    settle(loop)
+    assert app.received == [{"type": "http.request", "body": b"0123", "more_body": True}]
+    client.send(b"456789")
+    settle(loop)
+    assert app.received[1:] == [{"type": "http.request", "body": b"456789", "more_body": False}]
+    assert client.statuses() == [200]
+
+
+def test_a_client_sending_faster_than_the_application_reads_is_held_back(loop):
+    from backtracweb.http.body import HIGH_WATER
+
+    reading = asyncio.Event()
+    sizes = []
+
+    async def slow_reader(scope, receive, send):
+        await reading.wait()
+        while True:
+            message = await receive()
+            sizes.append(len(message["body"]))
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    total = 2 * HIGH_WATER
+    site, _ = serve(loop, slow_reader, max_body=total)
+    client = Client(site).get(b"/", b"Content-Length: %d" % total, method=b"POST",
+                              body=b"x" * HIGH_WATER)
+    settle(loop)
+    assert client.transport.producerState == "paused"  # no more is read from the client
+    reading.set()
+    settle(loop)
+    assert client.transport.producerState == "producing"
+    client.send(b"x" * HIGH_WATER)
+    settle(loop)
+    assert sum(sizes) == total and client.statuses() == [204]
+
+
+def test_a_body_that_stops_arriving_is_a_disconnect_and_400(loop):
+    """
+    The application is told the client is gone (as Django then does, it
+    gives up without answering); the client is told why, with 400.
+    """
+    received = []
+
+    async def reader(scope, receive, send):
+        while True:
+            received.append(await receive())
+            if received[-1]["type"] == "http.disconnect":
+                return
+
+    reactor = FakeReactor()
+    site, _ = serve(loop, reader, reactor=reactor, max_body=100, idle_timeout=5)
+    client = Client(site).get(b"/", b"Content-Length: 10", method=b"POST", body=b"0123")
+    settle(loop)
+    with capturedLogs() as events:
+        reactor.advance(5)
+        settle(loop)
+    assert received[-1] == {"type": "http.disconnect"}
+    [response] = client.responses()
+    assert response.status == 400
+    assert response.body == (b"The request body could not be read: the request body stopped "
+                             b"arriving for longer than [limits] idle_timeout.\n")
+    assert [e for e in events if e["log_level"].name in ("error", "critical")] == []
 
 
 # -- the response ----------------------------------------------------------------------------

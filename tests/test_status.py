@@ -213,6 +213,9 @@ backtracweb_pool_queued 1
 # HELP backtracweb_connections_open Open client connections.
 # TYPE backtracweb_connections_open gauge
 backtracweb_connections_open 1
+# HELP backtracweb_requests_in_flight Requests being answered (WSGI or ASGI).
+# TYPE backtracweb_requests_in_flight gauge
+backtracweb_requests_in_flight 1
 # HELP backtracweb_websockets_open Open WebSockets.
 # TYPE backtracweb_websockets_open gauge
 backtracweb_websockets_open 0
@@ -257,6 +260,7 @@ class TestJSON:
             "config_loaded_at": "2026-11-25T18:40:00Z",
             "pool": {"min": 2, "max": 4, "threads": 3, "busy": 2, "queued": 1},
             "connections": {"open": 1, "busy": 1},
+            "requests_in_flight": 1,  # (itself)
             "websockets": 0,
             "requests": 0,
             "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
@@ -392,7 +396,8 @@ def worker_entry(index: int, requests: int) -> dict:
             "status": "serving", "uptime_seconds": 5.0, "config_file": "/etc/backtrac.ini",
             "config_loaded_at": "2026-11-25T18:40:00Z",
             "pool": {"min": 2, "max": 4, "threads": 2, "busy": 1, "queued": 0},
-            "connections": {"open": 1, "busy": 1}, "websockets": 0, "requests": requests,
+            "connections": {"open": 1, "busy": 1}, "requests_in_flight": 1, "websockets": 0,
+            "requests": requests,
             "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0},
             "refused_overload": 0, "bytes_sent": 3 * requests, "rss_bytes": 1000 * index}
 

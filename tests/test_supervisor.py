@@ -714,7 +714,8 @@ def worker_stats(requests: int, busy: int) -> dict:
     return {"status": "serving", "pid": 0, "uptime_seconds": 1.0, "config_file": "f",
             "config_loaded_at": "t", "pool": {"min": 2, "max": 4, "threads": 2, "busy": busy,
                                               "queued": 0},
-            "connections": {"open": 1, "busy": busy}, "websockets": 0, "requests": requests,
+            "connections": {"open": 1, "busy": busy}, "requests_in_flight": 1, "websockets": 0,
+            "requests": requests,
             "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0},
             "refused_overload": 0, "bytes_sent": 10 * requests, "rss_bytes": 1000}
 

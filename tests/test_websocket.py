@@ -72,7 +72,7 @@ class Peer:
         self.loop = loop
         self.reactor = reactor or FakeReactor()
         self.container = ASGIContainer(app, loop)
-        self.site = make_site(SiteRoot(self.container), self.reactor, streams_bodies=False,
+        self.site = make_site(SiteRoot(self.container), self.reactor, async_bodies=True,
                               **limits)
         self.done = requests_done(self.site)
         self.http = Client(self.site).send(handshake + extra + b"\r\n")

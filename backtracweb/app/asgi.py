@@ -33,6 +33,7 @@ from backtracweb.app.websocket import (
     ClientDisconnected, WebSocketSession, handshake_problem, refuse_handshake, wants_websocket,
 )
 from backtracweb.errors import StartupError
+from backtracweb.http.body import ArrivingBody
 from backtracweb.http.head import sendable_field
 from backtracweb.http.request import Request
 
@@ -168,7 +169,10 @@ class _Cycle:
         self._loop = container.loop
         self.request = request
         self._body = request.input
-        self._unread: int | None = request.content_length or 0  # the body is whole: known
+        self._arriving = isinstance(request.input, ArrivingBody)
+        # A body kept whole before: its length is known.
+        self._unread: int | None = 0 if self._arriving else request.content_length or 0
+        self._body_error: str | None = None  # why the body could not be read whole
         self._started = False  # http.response.start received
         self._status = 200
         self._headers: list[tuple[bytes, bytes]] = []
@@ -181,6 +185,12 @@ class _Cycle:
     # -- receive ----------------------------------------------------------------------
 
     async def receive(self) -> dict[str, Any]:
+        if self._arriving:
+            message = await self._arriving_part()
+            if message is not None:
+                return message
+        if self._body_error is not None:
+            return {"type": "http.disconnect"}  # the rest of the body will not come
         if self._unread and not self._gone:
             part = self._body.read(min(self._unread, BODY_PART))
             self._unread = self._unread - len(part) if part else 0
@@ -196,6 +206,24 @@ class _Cycle:
                 self._disconnected = self._loop.create_future()
             await asyncio.shield(self._disconnected)
         return {"type": "http.disconnect"}
+
+    async def _arriving_part(self) -> dict[str, Any] | None:
+        """The next part of a body read as it arrives; None once it has all been received."""
+        body = self._body
+        while not self._gone:
+            part = body.take(BODY_PART)
+            if part or body.exhausted:
+                if body.exhausted:
+                    self._arriving, self._unread = False, None
+                return {"type": "http.request", "body": part, "more_body": not body.exhausted}
+            if body.error is not None:
+                self._arriving, self._unread, self._body_error = False, None, body.error
+                return None
+            more = self._loop.create_future()
+            body.when_more(lambda: more.done() or more.set_result(None))
+            await more
+        self._arriving, self._unread = False, None
+        return None
 
     # -- send -----------------------------------------------------------------------
 
@@ -333,6 +361,15 @@ class _Cycle:
                              _failure_of(error), method=request.method.decode("latin-1"),
                              path=request.target.decode("latin-1"))
                 failure = None
+        if (failure is not None and self._body_error is not None
+                and not request.started_writing and not self._gone):
+            # It stopped because its body could not be read whole: say why.
+            self._ended = True
+            request.code, request.reason = 400, None
+            request.response_headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
+            request.respond(f"The request body could not be read: {self._body_error}.\n"
+                            .encode("utf-8"))
+            return
         if failure is not None:
             _log.error("the ASGI application {failure} for {method} {path}", failure=failure,
                        method=request.method.decode("latin-1"),

@@ -38,8 +38,8 @@ def snapshot(site, pool: ThreadPool | None) -> dict:
 
 
 _POOL_KEYS = ("min", "max", "threads", "busy", "queued")
-_SITE_KEYS = ("connections", "websockets", "requests", "responses", "refused_overload",
-              "bytes_sent")
+_SITE_KEYS = ("connections", "requests_in_flight", "websockets", "requests", "responses",
+              "refused_overload", "bytes_sent")
 
 
 def server_snapshot(supervisor: dict, workers: list[dict]) -> dict:
@@ -54,7 +54,8 @@ def server_snapshot(supervisor: dict, workers: list[dict]) -> dict:
     total["pool"] = {key: sum(w["pool"][key] for w in answered) for key in _POOL_KEYS}
     total["connections"] = {key: sum(w["connections"][key] for w in answered)
                             for key in ("open", "busy")}
-    for key in ("websockets", "requests", "refused_overload", "bytes_sent", "rss_bytes"):
+    for key in ("requests_in_flight", "websockets", "requests", "refused_overload", "bytes_sent",
+                "rss_bytes"):
         total[key] = sum(w[key] for w in answered)
     total["responses"] = {cls: sum(w["responses"][cls] for w in answered)
                           for cls in (f"{n}xx" for n in range(1, 6))}
@@ -112,6 +113,8 @@ def prometheus(data: dict) -> str:
         per_part(f"pool_{key}", "gauge", help_text, lambda part: part["pool"][key])
     per_part("connections_open", "gauge", "Open client connections.",
              lambda part: part["connections"]["open"])
+    per_part("requests_in_flight", "gauge", "Requests being answered (WSGI or ASGI).",
+             lambda part: part["requests_in_flight"])
     per_part("websockets_open", "gauge", "Open WebSockets.", lambda part: part["websockets"])
     per_part("requests_total", "counter", "Requests answered.", lambda part: part["requests"])
     metric("responses_total", "counter", "Responses by status class.",

@@ -94,14 +94,14 @@ class BacktracSite(ServerFactory):
     """Told the number of open connections whenever it changes (by a worker)."""
 
     def __init__(self, resource, settings: SiteSettings, reactor,
-                 streams_bodies: bool = True) -> None:
+                 async_bodies: bool = False) -> None:
         self.resource = resource
         self.settings = settings
         self.reactor = reactor
-        self.streams_bodies = streams_bodies
+        self.async_bodies = async_bodies
         """
-        Whether a request asking for C{100 Continue} is handed over before
-        its body (for a WSGI application, which reads it from a thread).
+        Whether requests are handed over at their head, their bodies read
+        as they arrive on the reactor thread (by an ASGI application).
         """
         self.connections: set[HTTPChannel] = set()
         self.stats = Stats()
@@ -159,6 +159,8 @@ class BacktracSite(ServerFactory):
                 "open": len(self.connections),
                 "busy": sum(1 for c in self.connections if c.queue or c.receiving),
             },
+            "requests_in_flight": sum(1 for c in self.connections
+                                      if c.active is not None and c.active.tunnel is None),
             "websockets": len(self.tunnels()),
             "requests": stats.requests,
             "responses": dict(stats.by_class),

@@ -3,12 +3,14 @@ A request body as the application reads it (C{wsgi.input}).
 
 The reactor thread only frames a body (llhttp removes the chunked
 encoding) and keeps its bytes: nothing decodes forms, so no body, however
-large, costs the reactor more than copying it.  A body is normally kept
-whole before the application runs (in memory, then in a temporary file
-past L{SPOOL}), so that a client uploading slowly holds a connection but
-no thread.  A request that asks for C{100 Continue} is the exception: its
-application runs first and decides whether the body is wanted, reading
-it from a L{StreamingInput} as it arrives.
+large, costs the reactor more than copying it.  For a WSGI application a
+body is normally kept whole before the application runs (in memory, then
+in a temporary file past L{SPOOL}), so that a client uploading slowly
+holds a connection but no thread.  A request that asks for C{100
+Continue} is the exception: its application runs first and decides
+whether the body is wanted, reading it from a L{StreamingInput} as it
+arrives.  An ASGI application, which holds no thread while it waits,
+gets every body as it arrives, from an L{ArrivingBody}.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
+from collections import deque
 from typing import BinaryIO, Callable, Iterator
 
 SPOOL = 1024 * 1024
@@ -200,3 +203,95 @@ class StreamingInput:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+class ArrivingBody:
+    """
+    The body of a request whose application runs while the body arrives,
+    read on the reactor thread itself (by an ASGI application's coroutine):
+    what has arrived is L{take}n, and L{when_more} says when more has.
+
+    The reactor side is L{StreamingInput}'s: L{feed}, L{end}, L{fail}.
+
+    @param on_first_read: called once, at the first L{take} (sends C{100
+        Continue}).
+    @param on_drained: called when the unread bytes fall below L{LOW_WATER}
+        after L{feed} said they were too many (the reactor then reads from
+        the client again).
+    @ivar error: why the rest will not come, once it will not.
+    """
+
+    def __init__(self, on_first_read: Callable[[], None] | None = None,
+                 on_drained: Callable[[], None] | None = None) -> None:
+        self._parts: deque[bytes] = deque()
+        self._unread = 0
+        self._ended = False
+        self.error: str | None = None
+        self._on_first_read = on_first_read
+        self._on_drained = on_drained
+        self._held_back = False
+        self._waiter: Callable[[], None] | None = None
+        self.received = 0
+
+    # -- the reactor side --------------------------------------------------------------
+
+    def feed(self, data: bytes) -> bool:
+        """Add body bytes; whether the reader is now far enough behind to pause the client."""
+        self._parts.append(data)
+        self._unread += len(data)
+        self.received += len(data)
+        if self._unread >= HIGH_WATER:
+            self._held_back = True
+        self._wake()
+        return self._held_back
+
+    def end(self) -> None:
+        """The body is complete."""
+        self._ended = True
+        self._wake()
+
+    def fail(self, why: str) -> None:
+        """The rest of the body will not come."""
+        if not self._ended:
+            self.error = why
+            self._wake()
+
+    @property
+    def complete(self) -> bool:
+        return self._ended
+
+    # -- the reader ---------------------------------------------------------------------
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether all of it was taken: it is complete and nothing is left unread."""
+        return self._ended and not self._unread
+
+    def take(self, size: int) -> bytes:
+        """Up to C{size} of the bytes arrived and not yet taken (none: C{b""})."""
+        first, self._on_first_read = self._on_first_read, None
+        if first is not None:
+            first()
+        parts, taken, out = self._parts, 0, []
+        while parts and taken < size:
+            part = parts.popleft()
+            if taken + len(part) > size:
+                parts.appendleft(part[size - taken:])
+                part = part[: size - taken]
+            out.append(part)
+            taken += len(part)
+        self._unread -= taken
+        if self._held_back and self._unread < LOW_WATER:
+            self._held_back = False
+            if self._on_drained is not None:
+                self._on_drained()
+        return b"".join(out)
+
+    def when_more(self, callback: Callable[[], None]) -> None:
+        """Call C{callback} once, when more arrives, or the body ends or fails."""
+        self._waiter = callback
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter()

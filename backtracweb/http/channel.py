@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from backtracweb.http import head
-from backtracweb.http.body import BodyBuffer, StreamingInput
+from backtracweb.http.body import ArrivingBody, BodyBuffer, StreamingInput
 from backtracweb.http.errors import Refused
 from backtracweb.http.request import REASONS, Request
 from backtracweb.twisted_internals import (
@@ -79,12 +79,12 @@ class Site(TypingProtocol):
     reactor: object
     limits: Limits
     draining: bool
-    streams_bodies: bool
+    async_bodies: bool
     """
-    Whether a request asking for C{100 Continue} is handed over before its
-    body, which the application reads as it arrives (from a thread); if
-    not, the channel asks for the body at once and hands the request over
-    once the body is whole, like any other.
+    Whether every request is handed over at its head, its body arriving
+    as an L{ArrivingBody} read on the reactor thread (an ASGI
+    application's); if not, a body is kept whole first, but for a request
+    asking for C{100 Continue}, read from a thread as it arrives (WSGI).
     """
 
     def handle(self, request: Request) -> None: ...
@@ -247,7 +247,7 @@ class HTTPChannel(Protocol):
         if producer is not None:
             request.producer = None
             producer.stopProducing()
-        if isinstance(request.input, StreamingInput):
+        if isinstance(request.input, (StreamingInput, ArrivingBody)):
             request.input.fail("the client went away")
         hook = request.on_connection_lost
         if hook is not None:
@@ -537,7 +537,14 @@ class HTTPChannel(Protocol):
             request.expects_continue = True
         if chunked or request.content_length:
             request.complete = False
-            if request.expects_continue and self.site.streams_bodies:
+            if self.site.async_bodies:
+                request.streamed = True
+                request.body = request.input = ArrivingBody(
+                    on_first_read=(lambda: self.send_continue(request))
+                    if request.expects_continue else None,
+                    on_drained=lambda: self._hold_reading("body", False))
+            elif request.expects_continue:
+                request.streamed = True
                 request.body = request.input = StreamingInput(
                     on_first_read=lambda: self._from_thread(self.send_continue, request),
                     on_drained=lambda: self._from_thread(self._hold_reading, "body", False))
@@ -601,17 +608,13 @@ class HTTPChannel(Protocol):
                 if request.refusal is not None:
                     self.active = request
                     self._answer_refusal(request)
-                elif request.complete or (request.expects_continue and self.site.streams_bodies):
+                elif request.complete or request.streamed:
                     self.active = request
                     if request.path == b"*":
                         self._answer_asterisk(request)
                     else:
                         self.site.handle(request)
                 else:
-                    if request.expects_continue and not request.continued:
-                        # Its body is wanted whole before it is answered: ask for it now.
-                        request.continued = True
-                        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     break  # its body is still arriving
         finally:
             self._advancing = False
@@ -676,7 +679,7 @@ class HTTPChannel(Protocol):
 
     def _fail_body(self, request: Request, why: str) -> None:
         body = request.body
-        if isinstance(body, StreamingInput):
+        if isinstance(body, (StreamingInput, ArrivingBody)):
             body.fail(why)
         elif isinstance(body, BodyBuffer):
             body.discard()

@@ -91,8 +91,8 @@ class Request:
 
     # What most requests keep as it starts: read from the class until set.
     expects_continue = False
-    continued = False
-    """Whether C{100 Continue} was sent."""
+    streamed = False
+    """Whether it is handed over before its body is whole (which arrives as it is read)."""
     input = EMPTY
     content_length: int | None = None
     """The body's length: as declared, or once a chunked body is whole; None without a body."""

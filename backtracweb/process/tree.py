@@ -103,9 +103,8 @@ def build_site_service(
                               start_timeout=config["server"]["start_timeout"])
     # An ASGI application needs no thread: the pool's queue does not bound it.
     root = SiteRoot(application, pool if wsgi else None, StatusPage(pool, whole_server))
-    # An ASGI application's bodies are kept whole first, even those a client
-    # asks 100 Continue for: a coroutine cannot wait for a thread-side read.
-    site = BacktracSite(root, make_site_settings(config), reactor, streams_bodies=wsgi)
+    # An ASGI application reads bodies as they arrive (a WSGI one gets them whole first).
+    site = BacktracSite(root, make_site_settings(config), reactor, async_bodies=not wsgi)
     try:
         web = WebService(make_listeners(site), site, application, reactor)
     except StartupError as e:

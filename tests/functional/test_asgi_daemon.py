@@ -102,10 +102,10 @@ def test_the_scope_the_body_and_the_lifespan_state(asgi_daemon):
         "query_string": "x=%20y", "root_path": "", "http_version": "1.1"}
     assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", daemon.port]
     assert scope["state"] == {"started": daemon.pid}  # from lifespan startup, in the daemon
-    body = bytes(range(256)) * 800  # 204,800 bytes: four messages of at most 64 KiB
+    body = bytes(range(256)) * 800  # 204,800 bytes: parts of at most 64 KiB, as they arrive
     response, answer = daemon.request("POST", "/echo", body=body)
     echoed = json.loads(answer)
-    assert (echoed["length"], echoed["messages"]) == (len(body), 4)
+    assert echoed["length"] == len(body) and echoed["messages"] >= 4
     assert echoed["body"].encode("latin-1") == body
 
 

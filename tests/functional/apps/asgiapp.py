@@ -5,7 +5,7 @@ A plain ASGI 3 application for the end-to-end tests, one behaviour per path.
   /echo             the body received, its length and how many messages carried it
   /pid              the process id of the process that ran the request
   /ticks            ?every=SECONDS: "tick N" lines until the client goes away,
-                    which is printed (with the message receive gave) when it does
+                    which is printed (with how the application learnt it) when it does
   /error            raises before the response starts: the server must answer 500
   anything else     200 text/plain "asgiapp <path>"
 
@@ -61,19 +61,20 @@ async def ticks(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream")]})
     gone = asyncio.ensure_future(receive())
-    count = 0
-    while not gone.done():
+    count, why = 0, None
+    while why is None:
         count += 1
         try:
             await send({"type": "http.response.body", "body": b"data: tick %d\n\n" % count,
                         "more_body": True})
-        except OSError as e:
-            print(f"asgiapp: ticks: send raised {type(e).__name__}", file=sys.stderr, flush=True)
+        except OSError as e:  # the client went away while the tick was sent
+            why = f"send raised {type(e).__name__}"
             break
         await asyncio.wait({gone}, timeout=every)
-    if gone.done():
-        print(f"asgiapp: ticks: the client went away after {count} ticks "
-              f"({gone.result()['type']})", file=sys.stderr, flush=True)
+        if gone.done():
+            why = gone.result()["type"]
+    print(f"asgiapp: ticks: the client went away after {count} ticks ({why})",
+          file=sys.stderr, flush=True)
 
 
 async def echo(receive, send):
