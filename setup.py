@@ -30,7 +30,8 @@ setup(
         # playwright drives Debian's /usr/bin/chromium (no browser download);
         # build makes the sdist and wheel the packaging test installs.
         # hypothesis: the HTTP engine's property-based fuzz test.
-        "test": ["pytest>=7", "twisted[tls]", "playwright", "build", "hypothesis"],
+        # channels: the demo's WebSocket consumer, driven by Chromium through nginx.
+        "test": ["pytest>=7", "twisted[tls]", "playwright", "build", "hypothesis", "channels"],
     },
     entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
     # Samples for packagers: etc/X is installed as share/backtracweb/X (every

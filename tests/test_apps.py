@@ -556,16 +556,50 @@ class TestInterfaceMismatch:
             app = {**wsgi_app(pythonpath, f"btw_both:{interface}"), "interface": interface}
             assert load_application(wsgi_loader, app).__name__ == interface
 
-    def test_django_gives_its_asgi_handler(self, monkeypatch):
-        """With interface = asgi, the django loader asks Django for its ASGI handler."""
-        import django.core.asgi
+    @pytest.mark.parametrize("asgi_application, expected", [
+        (None, "ASGIHandler"),
+        ("btw_asgi.application", "router"),
+        ("btw_asgi.nothing", "AppLoadError: the Django setting ASGI_APPLICATION = "
+                             "'btw_asgi.nothing': module btw_asgi has no attribute 'nothing'"),
+    ])
+    def test_django_under_asgi(self, tmp_path, asgi_application, expected):
+        """
+        In a fresh interpreter: with interface = asgi the django loader gives
+        the project's ASGI_APPLICATION (a Channels router, say), else
+        Django's ASGI handler.
+        """
+        project = tmp_path / "project"
+        write(project / "btw_settings.py", f"""\
+            SECRET_KEY = "unit-test"
+            ROOT_URLCONF = "btw_settings"
+            urlpatterns = []
+            ASGI_APPLICATION = {asgi_application!r}
+            """)
+        write(project / "btw_asgi.py", """\
+            async def router(scope, receive, send):
+                pass
 
-        handler = ASGIObject()
-        monkeypatch.setattr(django.core.asgi, "get_asgi_application", lambda: handler)
-        monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "someone_else.settings")
-        app = {"loader": "django", "pythonpath": (), "interface": "asgi",
-               "DJANGO_SETTINGS_MODULE": "btw.settings"}
-        assert load_application(django_loader, app) is handler
+            application = router
+            """)
+        script = textwrap.dedent("""\
+            import sys
+            from backtracweb.config.apps import django_loader, load_application
+            from backtracweb.errors import AppLoadError
+            try:
+                app = load_application(django_loader, {
+                    "loader": "django", "interface": "asgi", "pythonpath": (sys.argv[1],),
+                    "DJANGO_SETTINGS_MODULE": "btw_settings",
+                })
+            except AppLoadError as e:
+                print(f"AppLoadError: {e}")
+            else:
+                print(getattr(app, "__name__", type(app).__name__))
+            """)
+        env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+        result = subprocess.run([sys.executable, "-c", script, str(project)], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected + "\n"
 
 
 def fake_distribution(directory: Path, name: str, entry_points: str) -> None:

@@ -70,12 +70,32 @@ def django_loader(app: Mapping[str, Any]) -> Application:
     """
     os.environ["DJANGO_SETTINGS_MODULE"] = app["DJANGO_SETTINGS_MODULE"]
     if app.get("interface") == "asgi":
-        from django.core.asgi import get_asgi_application
-
-        return get_asgi_application()
+        return _django_asgi_application()
     from django.core.wsgi import get_wsgi_application
 
     return get_wsgi_application()
+
+
+def _django_asgi_application() -> Application:
+    """
+    The project's C{ASGI_APPLICATION} (the setting Channels' projects and
+    runserver use: its C{asgi.py} routing WebSockets to consumers), else
+    Django's own ASGI handler.
+    """
+    from django.conf import settings
+    from django.core.asgi import get_asgi_application
+
+    named = getattr(settings, "ASGI_APPLICATION", None)
+    if not named:
+        return get_asgi_application()
+    module_name, _, attribute = named.rpartition(".")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise AppLoadError(
+            f"the Django setting ASGI_APPLICATION = {named!r}: module {module_name} has no "
+            f"attribute {attribute!r}") from None
 
 
 @app_loader(

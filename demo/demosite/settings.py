@@ -68,6 +68,10 @@ TIME_ZONE = "UTC"
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "static"
 
+# What backtracweb serves with [app] interface = asgi (demo/backtrac-asgi.ini):
+# Django, and with Channels installed, the WebSocket echo of demosite/asgi.py.
+ASGI_APPLICATION = "demosite.asgi.application"
+
 # The demo's own messages (the ticks view's) go to standard error, which
 # twistd writes to its log.
 LOGGING = {

@@ -1,6 +1,7 @@
-from demosite import views
 from django.contrib import admin
 from django.urls import path
+
+from demosite import views
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -9,10 +9,9 @@ import logging
 import platform
 
 import django
+import twisted
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
-
-import twisted
 
 log = logging.getLogger("demosite")
 

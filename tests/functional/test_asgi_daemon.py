@@ -88,7 +88,8 @@ def test_check_names_the_interface(django_asgi_daemon):
         [str(Path(sys.executable).with_name("backtracweb")), "check", "-c",
          str(django_asgi_daemon.config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "application: django.core.handlers.asgi.ASGIHandler imported (ASGI)" in result.stdout
+    # The demo's settings.ASGI_APPLICATION: Django, and Channels for its WebSocket.
+    assert "application: channels.routing.ProtocolTypeRouter imported (ASGI)" in result.stdout
 
 
 def test_the_scope_the_body_and_the_lifespan_state(asgi_daemon):

@@ -2,7 +2,9 @@
 The demo's Django admin in a real browser, through a daemonized twistd
 backtracweb: the admin's stylesheets (collected by collectstatic, served by
 the [static] mapping) apply, and a superuser logs in and adds a group, which
-takes the CSRF token, a POST, a redirect and the session cookie.
+takes the CSRF token, a POST, a redirect and the session cookie.  And the
+demo's WebSocket (a Channels consumer) through nginx in front of two ASGI
+instances, closed with 1001 when its instance drains.
 
 The browser is Debian's Chromium (/usr/bin/chromium, installed by .ci/run),
 driven by playwright; playwright never downloads a browser of its own.  The
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEMO, DEMO_INI, Daemon, free_port, wait_until
+from conftest import DEMO, DEMO_INI, Daemon, free_port, process_exists, site_ini, wait_until
 from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -182,3 +185,59 @@ def test_superuser_logs_in_and_adds_a_group(admin_site, page, tmp_path):
     wait_until(lambda: '"POST /admin/auth/group/add/ HTTP/1.1" 302' in admin_site.log(), 5,
                "the POST in the access log")
     assert "Traceback" not in admin_site.log()
+
+
+# -- WebSockets: the demo's Channels consumer, through nginx ----------------------------
+
+ASGI_INSTANCE = site_ini("port = {port}\ngraceful_timeout = 10", django="demosite.settings",
+                         interface="asgi", extra="[proxy]\ntrusted = 127.0.0.1\n")
+
+OPEN_AND_ECHO = """
+async (url) => {
+    const ws = new WebSocket(url);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    window.websocketClosed = new Promise((resolve) => { ws.onclose = (e) => resolve(e.code); });
+    const reply = new Promise((resolve) => { ws.onmessage = (e) => resolve(e.data); });
+    ws.send("hello");
+    return await reply;
+}
+"""
+
+
+def test_a_websocket_through_nginx_goes_away_with_its_instance(page, make_daemon, site_dir,
+                                                               tmp_path):
+    """
+    Chromium opens a WebSocket to the demo's Channels consumer through
+    nginx (the sample site) in front of two ASGI instances, and exchanges a
+    message; when the instance it reached drains, the browser sees the
+    close code 1001 (going away).
+    """
+    from test_nginx import Instance, nginx_in_front
+
+    shutil.copytree(DEMO, site_dir / "demo", ignore=_fresh_clone_files)
+    instances = []
+    for name in ("a", "b"):
+        daemon = make_daemon(ASGI_INSTANCE, name=f"{name}.ini")
+        own = daemon.workdir / name  # a pidfile of its own
+        own.mkdir()
+        daemon.workdir, daemon.pidfile, daemon.logfile = own, own / "twistd.pid", own / "twistd.log"
+        daemon.start()
+        instances.append(Instance(daemon, own / "access.log"))
+    front = nginx_in_front(instances, tmp_path / "nginx")
+    try:
+        base = f"127.0.0.1:{front.http_port}"
+        page.goto(f"http://{base}/hello-async")
+        expect(page.locator("body")).to_contain_text("Hello from an async Django view")
+        reply = page.evaluate(OPEN_AND_ECHO, f"ws://{base}/ws/echo")
+        pid, _, text = reply.partition(": ")
+        assert text == "hello"
+        [reached] = [i.daemon for i in instances if i.daemon.pid == int(pid)]
+        reached.signal(signal.SIGTERM)
+        assert page.evaluate("window.websocketClosed") == 1001
+        wait_until(lambda: not process_exists(reached.pid), 15, "the instance to exit")
+        reached.pid = None
+    finally:
+        front.stop()
+        for instance in instances:
+            if instance.daemon.pid is not None:
+                instance.daemon.stop()
