@@ -154,6 +154,8 @@ class PausablePort:
 class StartingApplication:
     """An application whose start (an ASGI lifespan startup) is over when the test says."""
 
+    describe_running = None  # (its requests run in threads)
+
     def __init__(self) -> None:
         self.started: Deferred = Deferred()
         self.running = {}

@@ -5,13 +5,15 @@ are logged once each, with their method, path, thread and stack.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from types import SimpleNamespace
 
+from helpers import settle
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from backtracweb.app.slowrequests import SlowRequestLog
+from backtracweb.app.slowrequests import SlowRequestLog, describe_task
 
 
 def request(method: bytes = b"GET", target: bytes = b"/report?year=2026") -> SimpleNamespace:
@@ -59,3 +61,23 @@ def test_off_at_zero():
     with capturedLogs() as events:
         assert log.check(0, now=10_000.0) == 0
     assert events == []
+
+
+async def query_that_never_returns():
+    await asyncio.sleep(3600)
+
+
+async def slow_view():
+    await query_that_never_returns()
+
+
+def test_an_asyncio_task_is_logged_with_the_coroutines_it_awaits(loop):
+    """Under ASGI the request runs in a task: the chain of awaits is its stack."""
+    task = loop.create_task(slow_view(), name="Task-7")
+    settle(loop)
+    log = SlowRequestLog({task: (100.0, request())}, describe=describe_task)
+    with capturedLogs() as events:
+        assert log.check(60, now=161.0) == 1
+    text = formatEvent(events[0])
+    assert ", in asyncio task Task-7; it is at:\n" in text
+    assert text.index("in slow_view") < text.index("in query_that_never_returns")

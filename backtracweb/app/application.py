@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from backtracweb.app.asgi import ASGIContainer, Lifespan
 from backtracweb.app.pool import ReactorCalls, ThreadPool
+from backtracweb.app.slowrequests import describe_task
 from backtracweb.app.wsgi import WSGIContainer
 from backtracweb.config.apps import Application as AnyApplication
 from backtracweb.http.request import Request
@@ -85,9 +86,17 @@ class Application:
         return self.container.in_flight if self.container is not None else 0
 
     @property
-    def running(self) -> dict[int, tuple[float, Request]]:
-        """The requests the application is running, by thread id (see L{WSGIContainer})."""
+    def running(self) -> dict:
+        """
+        The requests the application is running: (start, request) by thread
+        id (WSGI) or by asyncio task (ASGI).
+        """
         return self.container.running if self.container is not None else {}
+
+    @property
+    def describe_running(self) -> Callable[[object], tuple[str, str]] | None:
+        """How the slow-request log describes a key of L{running} (None: a thread id)."""
+        return describe_task if self.interface == "asgi" else None
 
     def handle(self, request: Request) -> None:
         """Answer C{request} with the application, or 503 if it is not loaded yet."""

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from backtracweb.app.pace import ClientPace
 from backtracweb.app.sendfile import send_part
@@ -101,8 +103,8 @@ class ASGIContainer:
                  state: dict | None = None) -> None:
         self.application = application
         self.state = state
-        self.running: dict = {}
-        """(For the slow-request log, which watches threads: no request runs in one.)"""
+        self.running: dict[asyncio.Task, tuple[float, Request]] = {}
+        """The HTTP requests the application is running: (start, request) by task."""
         self.loop = loop
         """The event loop its tasks run on."""
         self._tasks: set[asyncio.Task] = set()
@@ -120,8 +122,13 @@ class ASGIContainer:
         task = self.loop.create_task(
             self.application(make_scope(request, self.state), cycle.receive, cycle.send))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.running[task] = (time.monotonic(), request)
+        task.add_done_callback(self._ended)
         task.add_done_callback(cycle.done)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self.running.pop(task, None)
 
     def _websocket(self, request: Request) -> None:
         problem = handshake_problem(request)
@@ -386,9 +393,8 @@ class _Cycle:
             request.respond(_SERVER_ERROR)
 
 
-def _failure_of(error: BaseException):
-    from twisted.python.failure import Failure
-
+def _failure_of(error: BaseException) -> Failure:
+    """A task's exception as a Failure, with its traceback, for the log."""
     return Failure(error, type(error), error.__traceback__)
 
 

@@ -141,7 +141,7 @@ class WebSocketSession:
             self._connected = True
             return {"type": "websocket.connect"}
         while not self._inbox:
-            if self.state == "closed" and self._disconnect_sent:
+            if self.state == "closed":  # (and what it was told is received)
                 return {"type": "websocket.disconnect", "code": ABNORMAL, "reason": ""}
             if self._waiting is None:
                 self._waiting = self._loop.create_future()

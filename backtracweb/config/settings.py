@@ -164,8 +164,9 @@ SECTIONS: Mapping[str, tuple[Setting, ...]] = MappingProxyType(
                 seconds(0),
                 60,
                 "A request still running in the application after this many seconds "
-                "is logged once, with its method, path, thread and stack, so that a "
-                "hung view can be found without a debugger; 0 turns this off.",
+                "is logged once, with its method, path, thread (or asyncio task) and "
+                "stack, so that a hung view can be found without a debugger; 0 turns "
+                "this off.",
             ),
         ),
         "threadpool": (

@@ -182,7 +182,8 @@ class WebService(MultiService):
         return failure
 
     def _serve(self) -> None:
-        self._slow_request_log = SlowRequestLog(self.application.running)
+        self._slow_request_log = SlowRequestLog(self.application.running,
+                                                describe=self.application.describe_running)
         self._slow_requests.start()
         # What exists now (the application, Django, Twisted: some 60,000
         # objects for a small site) lives as long as the process.  Frozen,
