@@ -384,3 +384,23 @@ def test_draining_closes_with_1001(loop):
                                 "reason": "the server is going away"}
     peer.send(close.response())
     assert peer.http.closed and peer.site.numbers()["websockets"] == 0
+
+
+def test_a_compressed_bomb_is_stopped_near_the_limit(loop):
+    """
+    A compressed message that inflates far beyond max_message is cut off
+    with 1009 before it is inflated whole (fed to the inflater in slices).
+    """
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    app = Echo()
+    peer = Peer(loop, app, extra=offer, max_message=64 * 1024)
+    deflate = PerMessageDeflate()
+    deflate.finalize(peer.header(b"sec-websocket-extensions").decode())
+    peer.connect([deflate])
+    bomb = peer.ws.send(BytesMessage(data=b"\0" * (50 * 1024 * 1024)))
+    assert len(bomb) < 100 * 1024  # 50 MB of zeros, compressed
+    peer.http.send(bomb)
+    settle(loop)
+    [close] = peer.events()
+    assert close.code == 1009
+    assert app.received[-1]["code"] == 1009

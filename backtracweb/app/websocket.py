@@ -36,6 +36,8 @@ VERSION = b"13"
 """The WebSocket version this server speaks (RFC 6455 4.4)."""
 INBOX_HIGH = 16
 """Messages the application may leave unreceived before the client is asked to wait."""
+INFLATE_SLICE = 1024
+"""Bytes of a compressed WebSocket fed to the inflater at once (at most ~1 MB inflated)."""
 CLOSE_WAIT = 1.0
 """Seconds to wait for the client's answer to our close frame before closing the connection."""
 
@@ -114,6 +116,7 @@ class WebSocketSession:
         self.state = "connecting"  # then "open", "closing", "closed"
         self._connected = False  # websocket.connect was received
         self._ws: Connection | None = None
+        self._compressed = False
         self._parts: list = []
         self._size = 0
         self._inbox: deque[dict] = deque()
@@ -210,8 +213,9 @@ class WebSocketSession:
             if offer.strip().lower().startswith(b"permessage-deflate"):
                 deflate = PerMessageDeflate()
                 accepted = deflate.accept(offer.strip().decode("latin-1"))
-                if accepted:  # True, or its parameters
-                    value = deflate.name + (f"; {accepted}" if isinstance(accepted, str) else "")
+                if accepted is not None and accepted is not False:  # its parameters, or none
+                    value = deflate.name + (f"; {accepted}" if isinstance(accepted, str)
+                                            and accepted else "")
                     headers.append((b"Sec-WebSocket-Extensions", value.encode("latin-1")))
                     extensions.append(deflate)
                     break
@@ -221,6 +225,7 @@ class WebSocketSession:
                 raise ValueError(f"header {header!r} cannot be sent with websocket.accept")
             headers.append((name, value))
         self._ws = Connection(ConnectionType.SERVER, extensions=extensions)
+        self._compressed = bool(extensions)
         self.state = "open"
         request.register_producer(self)
         request.switch_protocols(headers, self)
@@ -236,6 +241,17 @@ class WebSocketSession:
         if self._ws is None or self.state == "closed":
             return
         self._pong_due = False  # it is alive
+        if not self._compressed:
+            self._frames(data)
+            return
+        # Compressed, a few bytes can inflate a thousandfold before a message's
+        # size is counted: fed in slices, what is inflated at once stays small.
+        for start in range(0, len(data), INFLATE_SLICE):
+            if self.state == "closed":
+                return
+            self._frames(data[start:start + INFLATE_SLICE])
+
+    def _frames(self, data: bytes) -> None:
         self._ws.receive_data(data)
         for event in self._ws.events():
             if self.state == "closed":
