@@ -4,7 +4,9 @@ gunicorn, waitress, and two servers that parse HTTP natively (uWSGI and
 granian), all serving the Django project in bench/site, and against two
 yardsticks: the in-process ceiling (bench/inprocess.py, no server at
 all) and the floor (bench/servers/floor.py, the least work any pure-Python
-server does).
+server does).  backtracweb's interface = asgi is measured against the ASGI
+servers, uvicorn and daphne, on an async view (tiny-async); their WebSocket
+measurements are bench/wsload.py's (bench/run --websocket).
 
 Run it through bench/run, which prepares bench/.venv and wrk first:
 
@@ -115,12 +117,19 @@ ENDPOINTS = [
     Endpoint("tiny-2cpu-close", "the same with a new connection for every request "
              "(Connection: close), as from a proxy without keep-alive", 20,
              reference="backtracweb-2w", close=True),
+    Endpoint("tiny-async", "GET /tiny-async: the same few bytes from an async Django view, through "
+             "Django's ASGI handler on each ASGI server's event loop", 10,
+             reference="backtracweb-asgi"),
 ]
 ENDPOINT_BY_NAME = {e.name: e for e in ENDPOINTS}
 
 APP_PATHS = {"tiny": "/tiny", "page": "/page", "io": "/io", "io-c10": "/io",
              "whitenoise-10k": "/whitenoise/file-10k.bin",
              "whitenoise-1m": "/whitenoise/file-1m.bin"}
+# The endpoints with an in-process ceiling, and bench/inprocess.py's arguments
+# for it: Django's WSGI handler, or with --asgi its ASGI handler.
+CEILINGS = {"tiny": ["--path", "/tiny"], "page": ["--path", "/page"],
+            "tiny-async": ["--asgi", "--path", "/tiny-async"]}
 
 
 # -- servers ---------------------------------------------------------------
@@ -139,6 +148,9 @@ class Server:
     daemon: bool  # twistd daemonizes: its PID comes from the pidfile
     notes: dict[str, str] = field(default_factory=dict)
     pinned: bool = True  # False: server and wrk share every CPU (the multi-process servers)
+    # The ASGI application (module:attribute) of an ASGI server, None for a WSGI one;
+    # bench/wsload.py gives them its WebSocket echo instead.
+    asgi: str | None = None
 
     def command(self, port: int, files: dict[str, Path]) -> tuple[list[str], dict[str, str]]:
         """The command line (without the taskset prefix) and extra environment."""
@@ -150,8 +162,26 @@ class Server:
         if self.name.startswith("backtracweb"):
             workers = 2 if self.name == "backtracweb-2w" else 1
             access_log = "-" if self.name == "backtracweb-logged" else "off"
-            files["ini"].write_text(backtracweb_ini(port, workers, access_log))
+            files["ini"].write_text(backtracweb_ini(port, workers, access_log, self.asgi))
             return [*twistd, "backtracweb", "-c", str(files["ini"])], {}
+        # benchsite.asgi's own settings (without WhiteNoise's sync-only
+        # middleware), which the WSGI servers' environment would override.
+        asgi_env = {**env, "DJANGO_SETTINGS_MODULE": ASGI_SETTINGS}
+        if self.name.startswith("uvicorn"):
+            # --workers 1 runs the server in this process, without a
+            # supervisor; --loop asyncio, or uvicorn takes uvloop when it is
+            # installed (uvicorn-uvloop asks for it).  --log-level warning:
+            # --no-access-log leaves the lines it logs for each WebSocket
+            # opened and closed (its access log for them).
+            loop = "uvloop" if self.name == "uvicorn-uvloop" else "asyncio"
+            ws = "wsproto" if self.name == "uvicorn-wsproto" else "websockets"
+            return [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                    "--http", "httptools", "--loop", loop, "--ws", ws, "--no-access-log",
+                    "--log-level", "warning", "--timeout-graceful-shutdown", "5", self.asgi], asgi_env
+        if self.name == "daphne":
+            # -v 0: at the default verbosity (1), daphne writes an access line
+            # per request to stdout.
+            return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", self.asgi], asgi_env
         if self.name == "twistd-web-wsgi":
             return [*twistd, "web", "--listen", listen, "--wsgi", "benchsite.wsgi.application"], env
         if self.name == "twisted-wsgi-nolog":
@@ -201,7 +231,19 @@ class Server:
         raise AssertionError(self.name)
 
 
-def backtracweb_ini(port: int, workers: int = 1, access_log: str = "off") -> str:
+def backtracweb_ini(port: int, workers: int = 1, access_log: str = "off", asgi: str | None = None) -> str:
+    """
+    backtracweb's configuration file; with C{asgi}, the same but for
+    C{[app] interface = asgi}: the Django loader with benchsite.asgi's
+    settings for Django's own ASGI handler, or any other application
+    (bench/wsload.py's echo) by name.
+    """
+    interface = "" if asgi is None else "interface = asgi\n"
+    if asgi is None or asgi == ASGI_APP:
+        loader = "django"
+        app = f"DJANGO_SETTINGS_MODULE = {'benchsite.settings' if asgi is None else ASGI_SETTINGS}"
+    else:
+        loader, app = "wsgi", f"application = {asgi}"
     return f"""\
 # Generated by bench/harness.py for one benchmark run.
 [server]
@@ -215,9 +257,9 @@ min = {THREADS}
 max = {THREADS}
 
 [app]
-loader = django
+{interface}loader = {loader}
 pythonpath = {SITE}
-DJANGO_SETTINGS_MODULE = benchsite.settings
+{app}
 
 [log]
 access_log = {access_log}
@@ -245,6 +287,13 @@ _PACED = {
     "gunicorn-gthread": {"static-1m-paced": "/whitenoise/file-1m.bin",
                          "whitenoise-1m-paced": "/whitenoise/file-1m.bin"},
 }
+# The ASGI servers serve the site through Django's ASGI handler, on the async
+# view alone: Django runs a sync view (every other endpoint's) in a thread of
+# its own (sync_to_async), which would measure that hand-over more than the
+# server.  bench/wsload.py measures their WebSockets.
+ASGI_APP = "benchsite.asgi:application"
+ASGI_SETTINGS = "benchsite.settings_asgi"
+_ASYNC = {"tiny-async": "/tiny-async"}
 
 SERVERS = [
     Server("backtracweb", f"twistd backtracweb, daemonized; [threadpool] min = max = {THREADS}, "
@@ -310,6 +359,24 @@ SERVERS = [
            _TWO_CPUS, daemon=True, pinned=False),
     Server("gunicorn-gthread-2w", f"gunicorn, 2 gthread workers with {THREADS} threads each, "
            "not pinned", _TWO_CPUS, daemon=False, pinned=False),
+    # ASGI: one process and one event loop each, asyncio's own (uvicorn-uvloop
+    # apart), with Django's ASGI handler and benchsite.settings_asgi.
+    Server("backtracweb-asgi", "twistd backtracweb, daemonized, the same file as backtracweb's but "
+           "for [app] interface = asgi and the settings benchsite.settings_asgi (Twisted's asyncio "
+           "reactor, which twistd backtracweb installs; WebSockets by wsproto)",
+           dict(_ASYNC), daemon=True, asgi=ASGI_APP),
+    Server("uvicorn", "uvicorn --http httptools --loop asyncio --ws websockets --no-access-log "
+           "--log-level warning (no line per request or WebSocket), --workers 1 (one process, no "
+           "supervisor)", dict(_ASYNC), daemon=False, asgi=ASGI_APP),
+    Server("uvicorn-uvloop", "uvicorn as above but for --loop uvloop (what it takes when uvloop is "
+           "installed, as with uvicorn[standard])", dict(_ASYNC), daemon=False, asgi=ASGI_APP),
+    # For bench/wsload.py alone (no HTTP endpoint: its HTTP is uvicorn's):
+    # uvicorn's WebSockets by wsproto, the library backtracweb's use.
+    Server("uvicorn-wsproto", "uvicorn as above but for --ws wsproto (the WebSocket library "
+           "backtracweb uses)", {}, daemon=False, asgi=ASGI_APP),
+    Server("daphne", "daphne -v 0 (no access log; at its default verbosity a line per request goes "
+           "to stdout): one process, on Twisted's asyncio reactor (WebSockets by autobahn)",
+           dict(_ASYNC), daemon=False, asgi=ASGI_APP),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
 
@@ -637,10 +704,10 @@ class CeilingSample:
     others_cpu: float
 
 
-def ceiling(path: str, seconds: int, pin: list[str]) -> CeilingSample:
+def ceiling(endpoint: str, seconds: int, pin: list[str]) -> CeilingSample:
     before_all, before_self, t = busy_ticks(), process_ticks([os.getpid()]), time.monotonic()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([*pin, sys.executable, str(BENCH / "inprocess.py"), "--path", path,
+    done = subprocess.run([*pin, sys.executable, str(BENCH / "inprocess.py"), *CEILINGS[endpoint],
                            "--seconds", str(seconds)], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -728,7 +795,8 @@ def machine() -> dict[str, str]:
     info["kernel"] = f"{platform.system()} {platform.release()}"
     info["Python"] = platform.python_version()
     for package in ("backtracweb", "Twisted", "Django", "gunicorn", "waitress", "whitenoise", "uWSGI",
-                    "granian"):
+                    "granian", "daphne", "autobahn", "uvicorn", "httptools", "websockets", "uvloop",
+                    "wsproto"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -809,6 +877,8 @@ TARGETS = [
      "static 1 MB at one load: gunicorn + WhiteNoise's CPU/req >= 1.0x backtracweb's"),
     ("tiny-2cpu", "backtracweb-1w", 1.8, "2 workers on 2 CPUs: >= 1.8x one worker"),
     ("tiny-2cpu", "gunicorn-gthread-2w", 1.0, "2 workers on 2 CPUs: >= 1.0x gunicorn gthread, 2 workers"),
+    ("tiny-async", "daphne", 1.5, "async view through ASGI: >= 1.5x daphne (#14)"),
+    ("tiny-async", "uvicorn", 1.0, "async view through ASGI: >= 1.0x uvicorn (#14)"),
 ]
 
 
@@ -881,7 +951,8 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         ours = ours.get("rps")
         if endpoint.name in ceilings:
             c = ceilings[endpoint.name]
-            w(f"| in-process ceiling (Django's WSGI handler in a loop, no server) | "
+            handler = "ASGI" if "--asgi" in CEILINGS[endpoint.name] else "WSGI"
+            w(f"| in-process ceiling (Django's {handler} handler in a loop, no server) | "
               f"{fmt_int(statistics.median(c))} | {fmt_int(min(c))}-{fmt_int(max(c))} | | | | | | | | "
               f"{ceiling_noise.get(endpoint.name, 0.0):.0%} | "
               f"{ratio(ours, statistics.median(c))} |")
@@ -936,7 +1007,7 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
                       f"{'met' if tiny['cpu_us'] < 75 else 'not met'} |")
     if checks:
         w("")
-        w("## Issue #4's and #11's targets, in this run")
+        w("## Issue #4's, #11's and #14's targets, in this run")
         w("")
         w("| target | backtracweb, measured | |")
         w("|---|---:|---|")
@@ -956,7 +1027,8 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
     w("")
     w("with -c50 for /io, and `-s bench/pace.lua URL -- PAUSE_MS` for a paced endpoint. "
       "The in-process ceiling ran as "
-      f"`taskset -c S python bench/inprocess.py --path /tiny --seconds {args.duration}`.")
+      f"`taskset -c S python bench/inprocess.py --path /tiny --seconds {args.duration}` (with "
+      "`--asgi --path /tiny-async` for tiny-async).")
     w("")
     for name, (command, env) in commands.items():
         shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
@@ -964,11 +1036,15 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         w("")
         w(f"      {(shown + ' ') if shown else ''}{shlex.join(command)}")
         w("")
-    if "backtracweb" in commands:
-        w("backtracweb's configuration file:")
+    shown = [(name, asgi) for name, asgi in (("backtracweb", None), ("backtracweb-asgi", ASGI_APP))
+             if name in commands]
+    for i, (name, asgi) in enumerate(shown):
+        if i:
+            w("")
+        w(f"{name}'s configuration file:")
         w("")
         w("```ini")
-        lines.extend(backtracweb_ini(0).replace("port = 0", "port = PORT").rstrip().splitlines())
+        lines.extend(backtracweb_ini(0, asgi=asgi).replace("port = 0", "port = PORT").rstrip().splitlines())
         w("```")
     return "\n".join(lines).replace(str(REPO) + "/", "") + "\n"
 
@@ -979,9 +1055,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
         description="Benchmark backtracweb against Twisted's web server, gunicorn, waitress, uWSGI "
-                    "and granian on the same Django project (bench/site). Results: stdout and "
-                    "bench/results/latest.md.",
-        epilog="bench/run --memory [--help] runs issue #4's memory check instead (bench/memory.py).",
+                    "and granian on the same Django project (bench/site), and its ASGI interface "
+                    "against uvicorn and daphne. Results: stdout and bench/results/latest.md.",
+        epilog="bench/run --memory [--help] runs issue #4's memory check instead (bench/memory.py); "
+               "bench/run --websocket [--help] the WebSocket measurements (bench/wsload.py).",
     )
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 round of 3 s per test, 1 s warm-up")
@@ -1046,7 +1123,7 @@ def main(argv: list[str]) -> int:
                 tests.append((path, endpoint))
         if tests:
             plan.append((server, tests))
-    ceiling_paths = [] if args.no_ceiling else [e for e in ("tiny", "page") if e in args.endpoint_names]
+    ceiling_paths = [] if args.no_ceiling else [e for e in CEILINGS if e in args.endpoint_names]
     n_tests = sum(len(t) for _, t in plan)
     if not n_tests and not ceiling_paths:
         print("nothing to run with these filters", file=sys.stderr)
@@ -1073,7 +1150,7 @@ def main(argv: list[str]) -> int:
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", file=sys.stderr)
             for name in ceiling_paths:
-                got = retrier(lambda: ceiling(APP_PATHS[name], args.duration, server_pin))
+                got = retrier(lambda: ceiling(name, args.duration, server_pin))
                 ceilings.setdefault(name, []).append(got.rps)
                 ceiling_noise[name] = max(ceiling_noise.get(name, 0.0), got.others_cpu)
                 print(f"  in-process ceiling {name:16} {got.rps:10,.0f} req/s  others {got.others_cpu:.0%}",

@@ -2,12 +2,16 @@
 The in-process ceiling: the benchmark site's views called through Django's
 WSGI handler in a loop, with no server and no socket, on one core.  What a
 server reaches on the same view, divided by this, is the share of each
-request's time that is Django's own; the rest is the server's.
+request's time that is Django's own; the rest is the server's.  With
+--asgi, the same through Django's ASGI handler (benchsite.asgi), one request
+after another on an asyncio loop, as an ASGI server's would run it.
 
     python bench/inprocess.py --path /tiny --seconds 5     # prints JSON
+    python bench/inprocess.py --asgi --path /tiny-async --seconds 5
 """
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -42,14 +46,84 @@ def base_environ(path: str) -> dict:
     }
 
 
+def base_scope(path: str) -> dict:
+    """The same GET request as an ASGI server would pass it to the application."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def run_asgi(args: argparse.Namespace) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchsite.settings_asgi"
+    from benchsite.asgi import application
+
+    template = base_scope(args.path)
+
+    async def one() -> tuple[int, int]:
+        """One request: its status and body size."""
+        sent: list[dict] = []
+        delivered = False
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            # Django then waits for http.disconnect, and cancels the wait
+            # once the response is sent.
+            await asyncio.get_running_loop().create_future()
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await application(dict(template), receive, send)
+        return sent[0]["status"], sum(len(m.get("body", b"")) for m in sent[1:])
+
+    async def loop() -> None:
+        status, size = await one()
+        if status != 200:
+            raise SystemExit(f"{args.path} answered {status}")
+        for phase, seconds in (("warmup", args.warmup), ("measure", args.seconds)):
+            count = 0
+            start = time.perf_counter()
+            deadline = start + seconds
+            while True:
+                for _ in range(100):
+                    await one()
+                count += 100
+                now = time.perf_counter()
+                if now >= deadline:
+                    break
+        elapsed = now - start
+        print(json.dumps({"path": args.path, "requests": count, "seconds": elapsed,
+                          "rps": count / elapsed, "bytes": size}))
+
+    asyncio.run(loop())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--path", required=True)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--asgi", action="store_true", help="through Django's ASGI handler")
     args = parser.parse_args()
 
     sys.path.insert(0, str(SITE))
+    if args.asgi:
+        run_asgi(args)
+        return
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchsite.settings"
     from benchsite.wsgi import application
 

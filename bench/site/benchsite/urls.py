@@ -4,6 +4,7 @@ from benchsite import views
 
 urlpatterns = [
     path("tiny", views.tiny),
+    path("tiny-async", views.tiny_async),
     path("page", views.page),
     path("io", views.io),
 ]

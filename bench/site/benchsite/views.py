@@ -2,6 +2,8 @@
 The benchmark views.
 
 - /tiny: a few bytes of text; the server's own cost per request dominates.
+- /tiny-async: the same response from an async view, for the ASGI servers
+  (benchsite.asgi), where it runs on the event loop: no thread is involved.
 - /page: a ~2 KB page rendered from a template with a loop and variables.
 - /io: waits 50 ms (as for a database or an API) and answers a few bytes;
   throughput is bounded by the thread pool: at most pool size / 50 ms.
@@ -19,6 +21,10 @@ ITEMS = [
 
 
 def tiny(request):
+    return HttpResponse(b"Hello, world!\n", content_type="text/plain")
+
+
+async def tiny_async(request):
     return HttpResponse(b"Hello, world!\n", content_type="text/plain")
 
 
