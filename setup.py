@@ -23,15 +23,17 @@ setup(
     package_data={"twisted.plugins": ["backtracweb_plugin.py"]},
     # httptools: llhttp, the HTTP/1.1 parser the engine (backtracweb/http/) is built on.
     install_requires=["twisted>=23.8", "django>=4.2", "configobj>=5.0.9", "httptools>=0.6.4",
-                      "wsproto>=1.2"],
+                      "websockets>=13.0"],
     extras_require={
         # TLS endpoints (listen = ssl:...) need pyOpenSSL, through Twisted's extra.
         "tls": ["twisted[tls]"],
         # playwright drives Debian's /usr/bin/chromium (no browser download);
         # build makes the sdist and wheel the packaging test installs.
         # hypothesis: the HTTP engine's property-based fuzz test.
-        # channels: the demo's WebSocket consumer, driven by Chromium through nginx.
-        "test": ["pytest>=7", "twisted[tls]", "playwright", "build", "hypothesis", "channels"],
+        # channels: the demo's WebSocket consumer, driven by Chromium through nginx;
+        # wsproto: the tests' WebSocket client, framing by another library than ours.
+        "test": ["pytest>=7", "twisted[tls]", "playwright", "build", "hypothesis", "channels",
+                 "wsproto"],
     },
     entry_points={"console_scripts": ["backtracweb = backtracweb.cli:main"]},
     # Samples for packagers: etc/X is installed as share/backtracweb/X (every

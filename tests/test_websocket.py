@@ -267,11 +267,13 @@ def test_a_message_over_the_limit_closes_with_1009(loop):
     app = Echo()
     peer = Peer(loop, app, max_message=10).connect()
     peer.send(BytesMessage(data=b"x" * 6, message_finished=False))
-    peer.send(BytesMessage(data=b"x" * 6, message_finished=True))
+    with capturedLogs() as events:
+        peer.send(BytesMessage(data=b"x" * 6, message_finished=True))
     [close] = peer.events()
     assert isinstance(close, CloseConnection) and close.code == 1009
-    assert app.received[-1] == {"type": "websocket.disconnect", "code": 1009,
-                                "reason": "a message over 10 bytes ([limits] max_message)"}
+    assert app.received[-1]["code"] == 1009 and "limit of 10 bytes" in app.received[-1]["reason"]
+    assert "a message over 10 bytes ([limits] max_message)" in formatEvent(events[0])
+    assert peer.http.closed
 
 
 def test_a_protocol_error_closes_with_1002(loop):
@@ -404,3 +406,15 @@ def test_a_compressed_bomb_is_stopped_near_the_limit(loop):
     [close] = peer.events()
     assert close.code == 1009
     assert app.received[-1]["code"] == 1009
+
+
+def test_a_text_message_that_is_not_utf8_closes_with_1007(loop):
+    """RFC 6455 8.1: text frames carry UTF-8; other bytes fail the connection."""
+    app = Echo()
+    peer = Peer(loop, app).connect()
+    payload = b"\xff\xfe"
+    peer.http.send(b"\x81" + bytes([0x80 | len(payload)]) + b"\0\0\0\0" + payload)  # masked by 0s
+    settle(loop)
+    [close] = peer.events()
+    assert close.code == 1007
+    assert app.received[-1]["code"] == 1007
