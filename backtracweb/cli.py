@@ -36,7 +36,7 @@ def check(path: str, out: TextIO, err: TextIO, show_sources: bool = False) -> in
     print(f"application: {describe_application(application)} imported "
           f"({interface_of(application).upper()})", file=out)
     for warning in listen_warnings(config) + env_file_warnings(config) + \
-            single_process_warnings(config):
+            single_process_warnings(config) + asgi_warnings(config):
         print(f"warning: {warning}", file=out)
     return 0
 
@@ -54,6 +54,15 @@ def single_process_warnings(config: Config) -> list[str]:
     asgi = ("start_timeout",) if config.app["interface"] == "asgi" else ()
     return [f"[server] {key} is set but applies only with workers = 2 or more"
             for key in WORKER_ONLY if ("server", key) in config.sources and key not in asgi]
+
+
+def asgi_warnings(config: Config) -> list[str]:
+    """Settings made in the file that an ASGI application does not use."""
+    if config.app["interface"] != "asgi":
+        return []
+    return [f"[threadpool] {key} is set but applies only with [app] interface = wsgi (an ASGI "
+            "application runs on the event loop)"
+            for key in ("min", "max") if ("threadpool", key) in config.sources]
 
 
 def env_file_warnings(config: Config) -> list[str]:

@@ -602,6 +602,20 @@ class TestThreadPoolService:
         finally:
             stop_pool(pool)
 
+    def test_not_started_for_an_asgi_application(self):
+        """Unused (the application runs on the event loop), the pool starts no thread, and says so."""
+        threads = threading.active_count()
+        pool = make_pool(2, 4)
+        service = ThreadPoolService(pool, ThreadingMemoryReactor(), used=False)
+        with capturedLogs() as events:
+            service.startService()
+        assert service.running and pool.started is False and pool.threads == []
+        assert threading.active_count() == threads
+        assert [formatEvent(e) for e in events] == [
+            "thread pool not started: the ASGI application runs on the event loop "
+            "([threadpool] applies to WSGI)"]
+        assert result_of(service.stopService()) == [None]
+
     def test_stop_fires_after_join(self):
         """
         C{stopService} returns a L{Deferred} that fires, on the reactor

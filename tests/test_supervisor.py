@@ -810,3 +810,19 @@ def test_check_warns_of_worker_settings_in_a_single_process(tmp_path: Path):
         "[server] max_requests is set but applies only with workers = 2 or more",
     ]
     assert single_process_warnings(load_config(str(write_site(tmp_path, workers=2)))) == []
+
+
+def test_check_warns_of_thread_settings_under_asgi(tmp_path: Path):
+    """An ASGI application runs on the event loop: [threadpool] set in the file is said to be idle."""
+    from backtracweb.cli import asgi_warnings, single_process_warnings
+
+    path = write_site(tmp_path, workers=1)
+    path.write_text(path.read_text().replace("[app]\n", "[app]\ninterface = asgi\n"))
+    config = load_config(str(path))
+    assert asgi_warnings(config) == [
+        "[threadpool] max is set but applies only with [app] interface = wsgi (an ASGI "
+        "application runs on the event loop)"]
+    # start_timeout bounds an ASGI application's lifespan startup, in one process too.
+    assert "[server] start_timeout is set but applies only with workers = 2 or more" not in \
+        single_process_warnings(config)
+    assert asgi_warnings(load_config(str(write_site(tmp_path, workers=1)))) == []

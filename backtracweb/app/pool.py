@@ -16,7 +16,7 @@ import threading
 from typing import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 STOP_TIMEOUT = 10.0
@@ -181,13 +181,20 @@ class ThreadPoolService(Service):
 
     _log = Logger()
 
-    def __init__(self, pool: ThreadPool, reactor, stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, pool: ThreadPool, reactor, stop_timeout: float = STOP_TIMEOUT,
+                 used: bool = True) -> None:
         self.pool = pool
         self._reactor = reactor
         self.stop_timeout = stop_timeout
+        self.used = used
+        """Whether the application runs in the pool (not an ASGI one): if not, no thread starts."""
 
     def startService(self) -> None:
         super().startService()
+        if not self.used:
+            self._log.info("thread pool not started: the ASGI application runs on the event "
+                           "loop ([threadpool] applies to WSGI)")
+            return
         self.pool.start()
         self._log.info(
             "thread pool started: min {min}, max {max}", min=self.pool.min, max=self.pool.max
@@ -195,6 +202,8 @@ class ThreadPoolService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if not self.used:
+            return succeed(None)  # no thread to join
         stopped: Deferred[None] = Deferred()
 
         def fire() -> None:

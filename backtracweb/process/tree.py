@@ -110,5 +110,5 @@ def build_site_service(
     except StartupError as e:
         raise StartupError(f"{config.path}: {e}") from None
     return service_class(
-        config, ThreadPoolService(pool, reactor), web, make_site_settings, reactor
+        config, ThreadPoolService(pool, reactor, used=wsgi), web, make_site_settings, reactor
     )
