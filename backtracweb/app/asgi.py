@@ -175,10 +175,10 @@ class _Cycle:
         self._container = container
         self._loop = container.loop
         self.request = request
+        # The site hands requests over at their head: a body arrives as an
+        # ArrivingBody (any other input is no body).
         self._body = request.input
-        self._arriving = isinstance(request.input, ArrivingBody)
-        # A body kept whole before: its length is known.
-        self._unread: int | None = 0 if self._arriving else request.content_length or 0
+        self._receiving_body = True  # until its last http.request message
         self._body_error: str | None = None  # why the body could not be read whole
         self._started = False  # http.response.start received
         self._status = 200
@@ -192,44 +192,36 @@ class _Cycle:
     # -- receive ----------------------------------------------------------------------
 
     async def receive(self) -> dict[str, Any]:
-        if self._arriving:
-            message = await self._arriving_part()
+        if self._receiving_body and not self._gone:
+            message = await self._request_part()
             if message is not None:
                 return message
         if self._body_error is not None:
             return {"type": "http.disconnect"}  # the rest of the body will not come
-        if self._unread and not self._gone:
-            part = self._body.read(min(self._unread, BODY_PART))
-            self._unread = self._unread - len(part) if part else 0
-            more = self._unread > 0
-            if not more:
-                self._unread = None  # all of it has been received
-            return {"type": "http.request", "body": part, "more_body": more}
-        if self._unread is not None and not self._gone:
-            self._unread = None  # the (empty) body has been received
-            return {"type": "http.request", "body": b"", "more_body": False}
         if not self._gone and not self._ended:
             if self._disconnected is None:
                 self._disconnected = self._loop.create_future()
             await asyncio.shield(self._disconnected)
         return {"type": "http.disconnect"}
 
-    async def _arriving_part(self) -> dict[str, Any] | None:
-        """The next part of a body read as it arrives; None once it has all been received."""
+    async def _request_part(self) -> dict[str, Any] | None:
+        """The next part of the request's body, as it arrives; None if the rest will not come."""
         body = self._body
+        if not isinstance(body, ArrivingBody):  # no body: one empty message
+            self._receiving_body = False
+            return {"type": "http.request", "body": b"", "more_body": False}
         while not self._gone:
             part = body.take(BODY_PART)
             if part or body.exhausted:
-                if body.exhausted:
-                    self._arriving, self._unread = False, None
-                return {"type": "http.request", "body": part, "more_body": not body.exhausted}
+                self._receiving_body = not body.exhausted
+                return {"type": "http.request", "body": part, "more_body": self._receiving_body}
             if body.error is not None:
-                self._arriving, self._unread, self._body_error = False, None, body.error
+                self._receiving_body, self._body_error = False, body.error
                 return None
             more = self._loop.create_future()
             body.when_more(lambda: more.done() or more.set_result(None))
             await more
-        self._arriving, self._unread = False, None
+        self._receiving_body = False
         return None
 
     # -- send -----------------------------------------------------------------------

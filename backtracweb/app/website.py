@@ -107,7 +107,6 @@ class BacktracSite(ServerFactory):
         self.stats = Stats()
         self.draining = False
         self._drained: Deferred[None] | None = None
-        self._told: set[Request] = set()  # the tunnels told the server is going away
 
     def buildProtocol(self, addr) -> HTTPChannel:
         channel = HTTPChannel(self)
@@ -232,16 +231,13 @@ class BacktracSite(ServerFactory):
     def _release_tunnels(self, anyway: bool = False) -> None:
         """
         Once no HTTP request is in flight (or C{anyway}), tell each tunnel
-        (WebSocket) that the server is going away, once: it closes.
+        (WebSocket) that the server is going away: it closes (told again,
+        it does nothing more).
         """
         if not anyway and self.in_flight():
             return
         for request in self.tunnels():
-            if request not in self._told:
-                self._told.add(request)
-                going_away = getattr(request.tunnel, "going_away", None)
-                if going_away is not None:
-                    going_away()
+            request.tunnel.going_away()
 
     def cut_short(self, timeout: float | None = None) -> None:
         """

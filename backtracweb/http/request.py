@@ -65,6 +65,9 @@ class Tunnel(Protocol):
 
     def data_received(self, data: bytes) -> None: ...
 
+    def going_away(self) -> None:
+        """The server is stopping: close (again: nothing more)."""
+
 
 class Request:
     """
