@@ -1012,14 +1012,7 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
         w("| target | backtracweb, measured | |")
         w("|---|---:|---|")
         lines.extend(checks)
-    w("")
-    w("## Machine")
-    w("")
-    for key, value in info.items():
-        w(f"- {key}: {value}")
-    w("")
-    w("## Commands")
-    w("")
+    lines.extend(machine_section(info))
     w("Each server was started as below (the port changes every time), pinned with "
       "`taskset`, and stopped by SIGTERM to its PID; wrk ran as")
     w("")
@@ -1030,23 +1023,36 @@ def report(results: dict, ceilings: dict, ceiling_noise: dict, retrier: Retrier,
       f"`taskset -c S python bench/inprocess.py --path /tiny --seconds {args.duration}` (with "
       "`--asgi --path /tiny-async` for tiny-async).")
     w("")
-    for name, (command, env) in commands.items():
-        shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        w(f"- {name}: {SERVER_BY_NAME[name].description}")
-        w("")
-        w(f"      {(shown + ' ') if shown else ''}{shlex.join(command)}")
-        w("")
+    lines.extend(server_commands(commands))
     shown = [(name, asgi) for name, asgi in (("backtracweb", None), ("backtracweb-asgi", ASGI_APP))
              if name in commands]
     for i, (name, asgi) in enumerate(shown):
         if i:
             w("")
-        w(f"{name}'s configuration file:")
-        w("")
-        w("```ini")
-        lines.extend(backtracweb_ini(0, asgi=asgi).replace("port = 0", "port = PORT").rstrip().splitlines())
-        w("```")
+        lines.extend(configuration_file(name, asgi))
     return "\n".join(lines).replace(str(REPO) + "/", "") + "\n"
+
+
+def machine_section(info: dict) -> list[str]:
+    """A report's Machine section, then its Commands heading (bench/wsload.py's too)."""
+    return ["", "## Machine", "", *(f"- {key}: {value}" for key, value in info.items()),
+            "", "## Commands", ""]
+
+
+def server_commands(commands: dict) -> list[str]:
+    """Each server's description and command line (with its environment), as reported."""
+    lines = []
+    for name, (command, env) in commands.items():
+        shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        lines += [f"- {name}: {SERVER_BY_NAME[name].description}", "",
+                  f"      {(shown + ' ') if shown else ''}{shlex.join(command)}", ""]
+    return lines
+
+
+def configuration_file(name: str, asgi: str | None) -> list[str]:
+    """The INI file of a backtracweb server C{name}, as reported (any port)."""
+    ini = backtracweb_ini(0, asgi=asgi).replace("port = 0", "port = PORT").rstrip()
+    return [f"{name}'s configuration file:", "", "```ini", *ini.splitlines(), "```"]
 
 
 # -- main ------------------------------------------------------------------

@@ -401,7 +401,10 @@ def summarize(samples: list[EchoSample]) -> dict:
 
 def report(echo: dict, idle: dict, args, info: dict, commands: dict, pin_text: str,
            started: dt.datetime, elapsed: float, retrier) -> str:
-    from harness import REPO, SERVER_BY_NAME, backtracweb_ini, fmt_ms, fmt_share, fmt_us, ratio
+    from harness import (
+        REPO, configuration_file, fmt_ms, fmt_share, fmt_us, machine_section, ratio,
+        server_commands,
+    )
 
     lines = []
     w = lines.append
@@ -475,32 +478,16 @@ def report(echo: dict, idle: dict, args, info: dict, commands: dict, pin_text: s
         w(f"| target | {REFERENCE}, measured | |")
         w("|---|---:|---|")
         lines.extend(checks)
-    w("")
-    w("## Machine")
-    w("")
-    for key, value in info.items():
-        w(f"- {key}: {value}")
-    w("")
-    w("## Commands")
-    w("")
+    lines.extend(machine_section(info))
     w("Each server was started as below (the port changes every time), pinned with `taskset`, "
       "and stopped by SIGTERM to its PID; the client ran as")
     w("")
     client = client_command(["taskset", "-c", "C"], "echo", 0, args.connections, args.duration)
     w(f"    {shlex.join(client).replace('--port 0', '--port PORT')}")
     w("")
-    for name, (command, env) in commands.items():
-        shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        w(f"- {name}: {SERVER_BY_NAME[name].description}")
-        w("")
-        w(f"      {(shown + ' ') if shown else ''}{shlex.join(command)}")
-        w("")
+    lines.extend(server_commands(commands))
     if REFERENCE in commands:
-        w(f"{REFERENCE}'s configuration file:")
-        w("")
-        w("```ini")
-        lines.extend(backtracweb_ini(0, asgi=WSECHO).replace("port = 0", "port = PORT").rstrip().splitlines())
-        w("```")
+        lines.extend(configuration_file(REFERENCE, WSECHO))
     if lines[-1] == "":
         lines.pop()
     return "\n".join(lines).replace(str(REPO) + "/", "") + "\n"
